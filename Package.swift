@@ -11,7 +11,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // Thin C shim over liburing and libnuma (static inline helpers need a C home).
@@ -19,9 +18,11 @@ let package = Package(
             name: "CSystem",
             linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]
         ),
+        // No swift-system: its own C target is also named CSystem, and SwiftPM rejects two
+        // targets of that name in one graph. Storage calls Glibc directly.
         .target(
             name: "Storage",
-            dependencies: ["CSystem", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CSystem"]
         ),
         .target(name: "GGUF", dependencies: ["Storage"]),
         .executableTarget(

@@ -1,0 +1,416 @@
+/// A structured summary of a GGUF file: what `moe inspect` prints.
+public struct ModelDescription: Sendable {
+    public struct TensorRow: Sendable {
+        public var name: String
+        public var type: GGMLType
+        public var shape: [UInt64]
+        public var bytes: UInt64
+        public var offset: UInt64
+    }
+
+    public struct TokenizerSummary: Sendable {
+        public var model: String?
+        public var pre: String?
+        public var tokenCount: Int
+        public var mergeCount: Int
+        /// Special-token role ("bos", "eos", ...) → (id, text).
+        public var specialTokens: [(role: String, id: Int64, text: String?)]
+        public var addBOS: Bool?
+        public var addEOS: Bool?
+        public var chatTemplateBytes: Int?
+    }
+
+    /// Expert tensors of one layer (`blk.N.ffn_*_exps.*`).
+    public struct ExpertLayer: Sendable {
+        public var layer: Int
+        public var expertCount: Int
+        public var bytesPerExpert: UInt64
+        /// The per-expert tensors of this layer ("ffn_gate_exps.weight" → type).
+        public var parts: [(name: String, type: GGMLType, bytesPerExpert: UInt64)]
+        public var totalBytes: UInt64 { bytesPerExpert * UInt64(expertCount) }
+    }
+
+    public struct ExpertLayout: Sendable {
+        public var expertCount: Int
+        public var expertsUsedPerToken: Int?
+        public var layers: [ExpertLayer]
+        public var sharedExpertBytes: UInt64
+        public var totalExpertBytes: UInt64
+        public var nonExpertBytes: UInt64
+    }
+
+    public var path: String
+    public var fileSize: UInt64
+    public var version: UInt32
+    public var alignment: Int
+    public var dataOffset: UInt64
+    public var architecture: String?
+    public var name: String?
+    public var parameterCount: UInt64
+    public var hyperParameters: [(key: String, value: GGUFValue)]
+    public var otherMetadata: [(key: String, value: GGUFValue)]
+    public var tokenizer: TokenizerSummary?
+    public var tensors: [TensorRow]
+    public var typeTotals: [(type: GGMLType, count: Int, bytes: UInt64)]
+    public var experts: ExpertLayout?
+
+    public init(_ file: GGUFFile) {
+        path = file.path
+        fileSize = file.fileSize
+        version = file.version
+        alignment = file.alignment
+        dataOffset = file.dataOffset
+        architecture = file.architecture
+        name = file.metadata["general.name"]?.string
+        parameterCount = file.tensors.reduce(0) { $0 + $1.elementCount }
+
+        let archPrefix = (architecture ?? "\u{0}") + "."
+        hyperParameters = file.metadata.entries.filter { $0.key.hasPrefix(archPrefix) }
+        otherMetadata = file.metadata.entries.filter {
+            !$0.key.hasPrefix(archPrefix) && !$0.key.hasPrefix("tokenizer.")
+        }
+        tokenizer = Self.tokenizerSummary(file.metadata)
+
+        tensors = file.tensors.map {
+            TensorRow(name: $0.name, type: $0.type, shape: $0.dimensions, bytes: $0.byteCount, offset: $0.absoluteOffset)
+        }
+        var totals: [GGMLType: (Int, UInt64)] = [:]
+        for t in file.tensors {
+            let c = totals[t.type] ?? (0, 0)
+            totals[t.type] = (c.0 + 1, c.1 + t.byteCount)
+        }
+        typeTotals = totals.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.bytes > $1.bytes }
+        experts = Self.expertLayout(file)
+    }
+
+    static func tokenizerSummary(_ m: GGUFMetadata) -> TokenizerSummary? {
+        guard m.keys.contains(where: { $0.hasPrefix("tokenizer.") }) else { return nil }
+        let tokens = m["tokenizer.ggml.tokens"]?.array?.strings ?? []
+        var specials: [(String, Int64, String?)] = []
+        for role in ["bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask", "cls"] {
+            guard let id = m["tokenizer.ggml.\(role)_token_id"]?.integer else { continue }
+            let text = (id >= 0 && id < tokens.count) ? tokens[Int(id)].string : nil
+            specials.append((role, id, text))
+        }
+        return TokenizerSummary(
+            model: m["tokenizer.ggml.model"]?.string,
+            pre: m["tokenizer.ggml.pre"]?.string,
+            tokenCount: tokens.count,
+            mergeCount: m["tokenizer.ggml.merges"]?.array?.count ?? 0,
+            specialTokens: specials,
+            addBOS: m["tokenizer.ggml.add_bos_token"]?.bool,
+            addEOS: m["tokenizer.ggml.add_eos_token"]?.bool,
+            chatTemplateBytes: m["tokenizer.chat_template"].flatMap { v -> Int? in
+                if case let .string(s) = v { return s.bytes.count }
+                return nil
+            })
+    }
+
+    /// Parses `blk.N.<part>` names; experts are tensors whose part contains "_exps"
+    /// (stacked along the last dimension), shared experts those containing "_shexp".
+    static func expertLayout(_ file: GGUFFile) -> ExpertLayout? {
+        var layers: [Int: ExpertLayer] = [:]
+        var shared: UInt64 = 0
+        var expertBytes: UInt64 = 0
+        var declared = Int(file.metadata["\(file.architecture ?? "").expert_count"]?.integer ?? 0)
+        for t in file.tensors {
+            let parts = t.name.split(separator: ".", maxSplits: 2)
+            guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]) else { continue }
+            let part = String(parts[2])
+            if part.contains("_shexp") {
+                shared += t.byteCount
+                continue
+            }
+            guard part.contains("_exps"), t.dimensions.count >= 2 else { continue }
+            let n = Int(t.dimensions.last!)
+            guard n > 0 else { continue }
+            let per = t.byteCount / UInt64(n)
+            var entry = layers[layer] ?? ExpertLayer(layer: layer, expertCount: n, bytesPerExpert: 0, parts: [])
+            entry.bytesPerExpert += per
+            entry.expertCount = max(entry.expertCount, n)
+            entry.parts.append((part, t.type, per))
+            layers[layer] = entry
+            expertBytes += t.byteCount
+        }
+        guard !layers.isEmpty else { return nil }
+        if declared == 0 { declared = layers.values.map(\.expertCount).max() ?? 0 }
+        let total = file.tensorBytes
+        return ExpertLayout(
+            expertCount: declared,
+            expertsUsedPerToken: (file.metadata["\(file.architecture ?? "").expert_used_count"]?.integer).map { Int($0) },
+            layers: layers.values.sorted { $0.layer < $1.layer },
+            sharedExpertBytes: shared,
+            totalExpertBytes: expertBytes,
+            nonExpertBytes: total - expertBytes)
+    }
+}
+
+// MARK: - Rendering
+
+extension ModelDescription {
+    /// Human-readable report.
+    public func text(showAllTensors: Bool = true) -> String {
+        var out: [String] = []
+        out.append("file:          \(path)")
+        out.append("size:          \(formatBytes(fileSize)) (GGUF v\(version), alignment \(alignment), data at \(dataOffset))")
+        out.append("architecture:  \(architecture ?? "(none)")")
+        if let name { out.append("name:          \(name)") }
+        out.append("parameters:    \(formatCount(parameterCount)) in \(tensors.count) tensors")
+        if !typeTotals.isEmpty {
+            out.append("types:         " + typeTotals.map { "\($0.type.name) ×\($0.count) (\(formatBytes($0.bytes)))" }.joined(separator: ", "))
+        }
+        if !hyperParameters.isEmpty {
+            out.append("")
+            out.append("hyper-parameters:")
+            let width = hyperParameters.map(\.key.count).max() ?? 0
+            for (k, v) in hyperParameters {
+                out.append("  \(k.padded(width))  \(v.render(limit: 8))")
+            }
+        }
+        if !otherMetadata.isEmpty {
+            out.append("")
+            out.append("metadata:")
+            let width = otherMetadata.map(\.key.count).max() ?? 0
+            for (k, v) in otherMetadata {
+                out.append("  \(k.padded(width))  \(v.render(limit: 8))")
+            }
+        }
+        if let t = tokenizer {
+            out.append("")
+            out.append("tokenizer:     \(t.model ?? "?")\(t.pre.map { " (pre-tokenizer \($0))" } ?? ""), \(t.tokenCount) tokens, \(t.mergeCount) merges")
+            if !t.specialTokens.isEmpty {
+                out.append("  special:     " + t.specialTokens.map { s in
+                    "\(s.role)=\(s.id)" + (s.text.map { " \(quote($0))" } ?? "")
+                }.joined(separator: ", "))
+            }
+            if t.addBOS != nil || t.addEOS != nil {
+                out.append("  adds:        bos=\(t.addBOS.map(String.init) ?? "-") eos=\(t.addEOS.map(String.init) ?? "-")")
+            }
+            if let c = t.chatTemplateBytes { out.append("  chat template: \(c) bytes") }
+        }
+        if let e = experts {
+            out.append("")
+            out.append("experts:       \(e.expertCount) per layer\(e.expertsUsedPerToken.map { ", \($0) used per token" } ?? "") in \(e.layers.count) layers")
+            let per = Set(e.layers.map(\.bytesPerExpert))
+            if per.count == 1, let l = e.layers.first {
+                out.append("  per expert:  \(formatBytes(l.bytesPerExpert)) (" + l.parts.map { "\($0.name) \($0.type.name) \(formatBytes($0.bytesPerExpert))" }.joined(separator: ", ") + ")")
+            } else {
+                for l in e.layers {
+                    out.append("  layer \(l.layer): \(l.expertCount) × \(formatBytes(l.bytesPerExpert))")
+                }
+            }
+            let total = e.totalExpertBytes + e.nonExpertBytes
+            let pct = total > 0 ? Double(e.totalExpertBytes) / Double(total) * 100 : 0
+            out.append("  expert bytes: \(formatBytes(e.totalExpertBytes)) (\(String(format1(pct)))% of tensor data)")
+            out.append("  other bytes:  \(formatBytes(e.nonExpertBytes))\(e.sharedExpertBytes > 0 ? " (shared experts \(formatBytes(e.sharedExpertBytes)))" : "")")
+        }
+        out.append("")
+        out.append("tensors:")
+        let rows = showAllTensors ? tensors : Array(tensors.prefix(20))
+        let nameWidth = rows.map(\.name.count).max() ?? 4
+        out.append("  " + "name".padded(nameWidth) + "  type     shape                     bytes         offset")
+        for r in rows {
+            let shape = "[" + r.shape.map(String.init).joined(separator: ", ") + "]"
+            out.append("  " + r.name.padded(nameWidth)
+                + "  " + r.type.name.padded(7)
+                + "  " + shape.padded(24)
+                + "  " + String(r.bytes).leftPad(12)
+                + "  " + String(r.offset).leftPad(12))
+        }
+        if rows.count < tensors.count { out.append("  … \(tensors.count - rows.count) more") }
+        return out.joined(separator: "\n")
+    }
+
+    /// JSON report (stable keys, one object).
+    public func json() -> String {
+        let o = JSONWriter()
+        o.object {
+            o.field("file") { o.string(path) }
+            o.field("size") { o.number(fileSize) }
+            o.field("version") { o.number(UInt64(version)) }
+            o.field("alignment") { o.number(UInt64(alignment)) }
+            o.field("data_offset") { o.number(dataOffset) }
+            o.field("architecture") { if let architecture { o.string(architecture) } else { o.null() } }
+            o.field("name") { if let name { o.string(name) } else { o.null() } }
+            o.field("parameters") { o.number(parameterCount) }
+            o.field("hyperparameters") { o.object { for (k, v) in hyperParameters { o.field(k) { o.value(v) } } } }
+            o.field("metadata") { o.object { for (k, v) in otherMetadata { o.field(k) { o.value(v) } } } }
+            o.field("tokenizer") {
+                guard let t = tokenizer else { return o.null() }
+                o.object {
+                    o.field("model") { if let m = t.model { o.string(m) } else { o.null() } }
+                    o.field("pre") { if let p = t.pre { o.string(p) } else { o.null() } }
+                    o.field("tokens") { o.number(UInt64(t.tokenCount)) }
+                    o.field("merges") { o.number(UInt64(t.mergeCount)) }
+                    o.field("special") {
+                        o.object { for s in t.specialTokens { o.field(s.role) { o.number(s.id) } } }
+                    }
+                    o.field("add_bos") { if let b = t.addBOS { o.bool(b) } else { o.null() } }
+                    o.field("add_eos") { if let b = t.addEOS { o.bool(b) } else { o.null() } }
+                    o.field("chat_template_bytes") { if let c = t.chatTemplateBytes { o.number(UInt64(c)) } else { o.null() } }
+                }
+            }
+            o.field("experts") {
+                guard let e = experts else { return o.null() }
+                o.object {
+                    o.field("expert_count") { o.number(UInt64(e.expertCount)) }
+                    o.field("experts_used") { if let u = e.expertsUsedPerToken { o.number(UInt64(u)) } else { o.null() } }
+                    o.field("total_expert_bytes") { o.number(e.totalExpertBytes) }
+                    o.field("shared_expert_bytes") { o.number(e.sharedExpertBytes) }
+                    o.field("non_expert_bytes") { o.number(e.nonExpertBytes) }
+                    o.field("layers") {
+                        o.array(e.layers) { l in
+                            o.object {
+                                o.field("layer") { o.number(UInt64(l.layer)) }
+                                o.field("experts") { o.number(UInt64(l.expertCount)) }
+                                o.field("bytes_per_expert") { o.number(l.bytesPerExpert) }
+                            }
+                        }
+                    }
+                }
+            }
+            o.field("tensors") {
+                o.array(tensors) { r in
+                    o.object {
+                        o.field("name") { o.string(r.name) }
+                        o.field("type") { o.string(r.type.name) }
+                        o.field("shape") { o.array(r.shape) { o.number($0) } }
+                        o.field("bytes") { o.number(r.bytes) }
+                        o.field("offset") { o.number(r.offset) }
+                    }
+                }
+            }
+        }
+        return o.output
+    }
+}
+
+/// Minimal streaming JSON emitter (keeps key order, escapes strings per RFC 8259).
+final class JSONWriter {
+    var output = ""
+    private var needsComma: [Bool] = []
+
+    private func separate() {
+        if let last = needsComma.last {
+            if last { output += "," }
+            needsComma[needsComma.count - 1] = true
+        }
+    }
+
+    func object(_ body: () -> Void) {
+        separate(); output += "{"; needsComma.append(false); body(); needsComma.removeLast(); output += "}"
+    }
+
+    func array<S: Sequence>(_ items: S, _ each: (S.Element) -> Void) {
+        separate(); output += "["; needsComma.append(false)
+        for x in items { each(x) }
+        needsComma.removeLast(); output += "]"
+    }
+
+    func field(_ key: String, _ body: () -> Void) {
+        separate()
+        output += jsonEscape(key) + ":"
+        needsComma.append(false) // the value follows the colon without a comma
+        body()
+        needsComma.removeLast()
+    }
+
+    func string(_ s: String) { separate(); output += jsonEscape(s) }
+    func number(_ n: UInt64) { separate(); output += String(n) }
+    func number(_ n: Int64) { separate(); output += String(n) }
+    func double(_ d: Double) { separate(); output += d.isFinite ? "\(d)" : "null" }
+    func bool(_ b: Bool) { separate(); output += b ? "true" : "false" }
+    func null() { separate(); output += "null" }
+
+    func value(_ v: GGUFValue) {
+        switch v {
+        case let .string(s): string(s.string)
+        case let .bool(b): bool(b)
+        case let .float32(f): double(Double(f))
+        case let .float64(d): double(d)
+        case let .array(a): arrayValue(a)
+        case let .uint64(u): number(u)
+        default: number(v.integer ?? 0)
+        }
+    }
+
+    /// Long arrays (vocabularies) are summarized rather than dumped.
+    func arrayValue(_ a: GGUFArray) {
+        if a.count > 64 {
+            object {
+                field("type") { string(a.elementType.name) }
+                field("count") { number(UInt64(a.count)) }
+            }
+            return
+        }
+        switch a {
+        case let .string(x): array(x) { string($0.string) }
+        case let .bool(x): array(x) { bool($0) }
+        case let .float32(x): array(x) { double(Double($0)) }
+        case let .float64(x): array(x) { double($0) }
+        case let .uint64(x): array(x) { number($0) }
+        case let .array(x): array(x) { arrayValue($0) }
+        default: array(a.integers ?? []) { number($0) }
+        }
+    }
+}
+
+func jsonEscape(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}
+
+public func formatBytes(_ b: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(b)
+    var i = 0
+    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+    return i == 0 ? "\(b) B" : "\(format2(v)) \(units[i])"
+}
+
+func formatCount(_ n: UInt64) -> String {
+    if n >= 1_000_000_000 { return "\(format2(Double(n) / 1e9)) B" }
+    if n >= 1_000_000 { return "\(format2(Double(n) / 1e6)) M" }
+    if n >= 1_000 { return "\(format2(Double(n) / 1e3)) K" }
+    return "\(n)"
+}
+
+func format2(_ v: Double) -> String {
+    let r = (v * 100).rounded() / 100
+    var s = "\(r)"
+    if let dot = s.firstIndex(of: ".") {
+        let decimals = s.distance(from: dot, to: s.endIndex) - 1
+        if decimals < 2 { s += String(repeating: "0", count: 2 - decimals) }
+    }
+    return s
+}
+
+func format1(_ v: Double) -> String { "\((v * 10).rounded() / 10)" }
+
+private func quote(_ s: String) -> String {
+    "\"" + s.replacingOccurrences(of: "\n", with: "\\n") + "\""
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+    func padded(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+    func replacingOccurrences(of a: String, with b: String) -> String {
+        split(separator: a, omittingEmptySubsequences: false).joined(separator: b)
+    }
+}
