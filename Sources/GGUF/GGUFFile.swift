@@ -74,6 +74,8 @@ public struct GGUFFile: Sendable {
     public var metadata: GGUFMetadata
     public var tensors: [GGUFTensorInfo]
     public var alignment: Int
+    /// End of the tensor table (the alignment padding and data section follow).
+    public var headerSize: UInt64
     /// Start of the data section in the file.
     public var dataOffset: UInt64
     public var fileSize: UInt64
@@ -81,7 +83,8 @@ public struct GGUFFile: Sendable {
     private var tensorIndex: [String: Int]
 
     init(path: String, version: UInt32, metadata: GGUFMetadata, tensors: [GGUFTensorInfo],
-         alignment: Int, dataOffset: UInt64, fileSize: UInt64) {
+         alignment: Int, headerSize: UInt64, dataOffset: UInt64, fileSize: UInt64) {
+        self.headerSize = headerSize
         self.path = path
         self.version = version
         self.metadata = metadata

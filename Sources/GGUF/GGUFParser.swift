@@ -237,7 +237,7 @@ struct GGUFParser {
             }
         }
         return GGUFFile(path: path, version: version, metadata: metadata, tensors: tensors,
-                        alignment: alignment, dataOffset: dataOffset, fileSize: fileSize)
+                        alignment: alignment, headerSize: headerEnd, dataOffset: dataOffset, fileSize: fileSize)
     }
 
     private func resolveAlignment(_ metadata: GGUFMetadata) throws -> Int {

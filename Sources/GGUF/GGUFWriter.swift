@@ -27,6 +27,9 @@ public struct GGUFWriter {
 
     public var version: UInt32 = 3
     public var metadata = GGUFMetadata()
+    /// Whether a file without tensors still gets its header padded to the alignment.
+    /// gguf.cpp pads; gguf-py's vocab-only files do not. Copies keep the source's choice.
+    public var padsWhenEmpty = true
     public private(set) var tensors: [Tensor] = []
 
     public init() {}
@@ -35,6 +38,7 @@ public struct GGUFWriter {
     public init(copying file: GGUFFile, from backend: any StorageBackend) {
         version = file.version
         metadata = file.metadata
+        padsWhenEmpty = file.fileSize >= file.dataOffset
         for t in file.tensors {
             tensors.append(Tensor(name: t.name, dimensions: t.dimensions, type: t.type,
                                   source: .file(backend, offset: t.absoluteOffset), byteCount: t.byteCount))
@@ -104,7 +108,7 @@ public struct GGUFWriter {
             out.u32(t.type.rawValue)
             out.u64(offset)
         }
-        out.pad(to: alignment)
+        if !tensors.isEmpty || padsWhenEmpty { out.pad(to: alignment) }
         return out.bytes
     }
 
