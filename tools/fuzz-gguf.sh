@@ -21,4 +21,4 @@ if [ -z "$(ls -A fuzz-corpus)" ]; then
 fi
 
 exec .build-fuzz/release/gguf-fuzz fuzz-corpus -artifact_prefix=fuzz-artifacts/ \
-  -max_len=65536 -max_total_time="$SECONDS_TO_RUN" -print_final_stats=1 -jobs=1 "$@"
+  -max_len=65536 -max_total_time="$SECONDS_TO_RUN" -print_final_stats=1 "$@"
