@@ -85,7 +85,7 @@ struct ByteCursor {
         let (need, overflow) = count.multipliedReportingOverflow(by: UInt64(minSize))
         if overflow || need > remaining || count > UInt64(Int32.max) {
             throw GGUFError(.countTooLarge, field: field(), offset: offset,
-                            "count \(count) cannot fit in the \(remaining) bytes left in the file")
+                            "count \(count) needs at least \(overflow ? "more than 2^64" : String(need)) bytes but only \(remaining) remain (corrupt count or truncated file)")
         }
     }
 }

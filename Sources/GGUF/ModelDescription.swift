@@ -46,6 +46,8 @@ public struct ModelDescription: Sendable {
     public var dataOffset: UInt64
     public var architecture: String?
     public var name: String?
+    /// llama.cpp's file type (`general.file_type`), e.g. "Q4_K_M".
+    public var fileType: String?
     public var parameterCount: UInt64
     public var hyperParameters: [(key: String, value: GGUFValue)]
     public var otherMetadata: [(key: String, value: GGUFValue)]
@@ -62,6 +64,7 @@ public struct ModelDescription: Sendable {
         dataOffset = file.dataOffset
         architecture = file.architecture
         name = file.metadata["general.name"]?.string
+        fileType = file.metadata["general.file_type"]?.integer.map(llamaFileTypeName)
         parameterCount = file.tensors.reduce(0) { $0 + $1.elementCount }
 
         let archPrefix = (architecture ?? "\u{0}") + "."
@@ -155,6 +158,7 @@ extension ModelDescription {
         out.append("size:          \(formatBytes(fileSize)) (GGUF v\(version), alignment \(alignment), data at \(dataOffset))")
         out.append("architecture:  \(architecture ?? "(none)")")
         if let name { out.append("name:          \(name)") }
+        if let fileType { out.append("file type:     \(fileType)") }
         out.append("parameters:    \(formatCount(parameterCount)) in \(tensors.count) tensors")
         if !typeTotals.isEmpty {
             out.append("types:         " + typeTotals.map { "\($0.type.name) ×\($0.count) (\(formatBytes($0.bytes)))" }.joined(separator: ", "))
@@ -232,6 +236,7 @@ extension ModelDescription {
             o.field("data_offset") { o.number(dataOffset) }
             o.field("architecture") { if let architecture { o.string(architecture) } else { o.null() } }
             o.field("name") { if let name { o.string(name) } else { o.null() } }
+            o.field("file_type") { if let fileType { o.string(fileType) } else { o.null() } }
             o.field("parameters") { o.number(parameterCount) }
             o.field("hyperparameters") { o.object { for (k, v) in hyperParameters { o.field(k) { o.value(v) } } } }
             o.field("metadata") { o.object { for (k, v) in otherMetadata { o.field(k) { o.value(v) } } } }
@@ -412,5 +417,48 @@ extension String {
     func padded(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
     func replacingOccurrences(of a: String, with b: String) -> String {
         split(separator: a, omittingEmptySubsequences: false).joined(separator: b)
+    }
+}
+
+/// Names of llama.cpp's `llama_ftype` values (the `general.file_type` key).
+public func llamaFileTypeName(_ value: Int64) -> String {
+    switch value {
+        case 0: return "F32"
+        case 1: return "F16"
+        case 2: return "Q4_0"
+        case 3: return "Q4_1"
+        case 7: return "Q8_0"
+        case 8: return "Q5_0"
+        case 9: return "Q5_1"
+        case 10: return "Q2_K"
+        case 11: return "Q3_K_S"
+        case 12: return "Q3_K_M"
+        case 13: return "Q3_K_L"
+        case 14: return "Q4_K_S"
+        case 15: return "Q4_K_M"
+        case 16: return "Q5_K_S"
+        case 17: return "Q5_K_M"
+        case 18: return "Q6_K"
+        case 19: return "IQ2_XXS"
+        case 20: return "IQ2_XS"
+        case 21: return "Q2_K_S"
+        case 22: return "IQ3_XS"
+        case 23: return "IQ3_XXS"
+        case 24: return "IQ1_S"
+        case 25: return "IQ4_NL"
+        case 26: return "IQ3_S"
+        case 27: return "IQ3_M"
+        case 28: return "IQ2_S"
+        case 29: return "IQ2_M"
+        case 30: return "IQ4_XS"
+        case 31: return "IQ1_M"
+        case 32: return "BF16"
+        case 36: return "TQ1_0"
+        case 37: return "TQ2_0"
+        case 38: return "MXFP4_MOE"
+        case 39: return "NVFP4"
+        case 40: return "Q1_0"
+        case 41: return "Q2_0"
+        default: return "unknown (\(value))"
     }
 }
