@@ -1,4 +1,7 @@
+#define _GNU_SOURCE
 #include "CSystem.h"
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <errno.h>
 #include <string.h>
 
@@ -72,4 +75,50 @@ int moe_numa_node_of_address(void *addr) {
     if (rc < 0) return -errno;
     node = status[0];
     return node;
+}
+
+int moe_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr) {
+    int rc;
+    do {
+        rc = io_uring_submit_and_wait(ring, wait_nr);
+    } while (rc == -EINTR);
+    return rc;
+}
+
+unsigned moe_uring_peek_batch(struct io_uring *ring, uint64_t *user_data, int32_t *res, unsigned max) {
+    struct io_uring_cqe *cqes[64];
+    unsigned total = 0;
+    while (total < max) {
+        unsigned want = max - total;
+        if (want > 64) want = 64;
+        unsigned got = io_uring_peek_batch_cqe(ring, cqes, want);
+        if (got == 0) break;
+        for (unsigned i = 0; i < got; i++) {
+            user_data[total + i] = io_uring_cqe_get_data64(cqes[i]);
+            res[total + i] = cqes[i]->res;
+        }
+        io_uring_cq_advance(ring, got);
+        total += got;
+    }
+    return total;
+}
+
+int moe_o_direct(void) { return O_DIRECT; }
+
+int moe_madvise_hugepage(void *addr, size_t length) {
+#ifdef MADV_HUGEPAGE
+    return madvise(addr, length, MADV_HUGEPAGE) == 0 ? 0 : -errno;
+#else
+    (void)addr; (void)length;
+    return -EINVAL;
+#endif
+}
+
+int moe_madvise_populate_write(void *addr, size_t length) {
+#ifdef MADV_POPULATE_WRITE
+    return madvise(addr, length, MADV_POPULATE_WRITE) == 0 ? 0 : -errno;
+#else
+    (void)addr; (void)length;
+    return -EINVAL;
+#endif
 }

@@ -6,7 +6,10 @@
 /// picks one; both behave identically from the caller's side.
 
 /// One positional read into caller-owned memory.
-public struct ReadRequest: Sendable {
+// @unchecked: `destination` is a raw pointer into caller-owned memory; handing a request
+// to another thread is as safe as the caller's ownership of that memory, which the
+// contract below already requires.
+public struct ReadRequest: @unchecked Sendable {
     /// Byte offset in the file.
     public var offset: UInt64
     /// Number of bytes wanted; the read completes only when all arrive (short reads
@@ -54,6 +57,9 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case allocationFailed(bytes: Int)
     /// A fault injected by a test backend.
     case injected(String)
+    /// The io_uring instance itself failed after it was set up (submission, waiting,
+    /// buffer registration); per-read failures are `readFailed` instead.
+    case ioUringFailed(path: String, operation: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -67,6 +73,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .invalidRequest(why): return "invalid read request: \(why)"
         case let .allocationFailed(bytes): return "cannot allocate \(bytes) bytes of aligned memory"
         case let .injected(why): return "injected fault: \(why)"
+        case let .ioUringFailed(path, op, e): return "io_uring \(op) for \(path) failed: \(errnoText(e))"
         }
     }
 }
@@ -91,6 +98,20 @@ public protocol StorageBackend: AnyObject {
 
     /// Number of submitted requests not yet reaped.
     var pending: Int { get }
+
+    /// Declares long-lived memory (e.g. the expert pool) that reads will target, so a
+    /// backend that can (io_uring) pins it once and reads into it with READ_FIXED.
+    /// Replaces any earlier registration. Backends without the notion accept and ignore it.
+    /// The memory must stay valid until `unregisterBuffers()` or the backend's end.
+    func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws
+
+    /// Drops the registration made by `registerBuffers`. Only with nothing in flight.
+    func unregisterBuffers() throws
+}
+
+extension StorageBackend {
+    public func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws {}
+    public func unregisterBuffers() throws {}
 }
 
 extension StorageBackend {

@@ -26,6 +26,20 @@ int moe_uring_unregister_buffers(struct io_uring *ring);
 int moe_uring_register_files(struct io_uring *ring, const int *fds, unsigned count);
 unsigned moe_uring_sq_space_left(struct io_uring *ring);
 size_t moe_uring_struct_size(void);
+/// Submits queued SQEs and waits for at least wait_nr completions (retries EINTR).
+/// Returns the number submitted or -errno.
+int moe_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
+/// Copies up to max ready completions into user_data[]/res[] and marks them seen.
+/// Never blocks; returns how many were copied.
+unsigned moe_uring_peek_batch(struct io_uring *ring, uint64_t *user_data, int32_t *res, unsigned max);
+
+// ---- files and memory (constants Swift's Glibc module does not export) ----
+/// O_DIRECT (needs _GNU_SOURCE, which Swift's Glibc import does not define).
+int moe_o_direct(void);
+/// madvise(MADV_HUGEPAGE); returns 0 or -errno. Advisory only.
+int moe_madvise_hugepage(void *addr, size_t length);
+/// madvise(MADV_POPULATE_WRITE) (Linux 5.14+); returns 0 or -errno (-EINVAL on older kernels).
+int moe_madvise_populate_write(void *addr, size_t length);
 
 // ---- libnuma ----
 int moe_numa_available(void);
