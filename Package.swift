@@ -1,6 +1,14 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Kernels use AVX2/FMA/F16C intrinsics on x86_64 (the portable SIMD path is chosen at build
+// time elsewhere, or forced with -Xswiftc -DMOE_PORTABLE_SIMD to test it on x86).
+#if arch(x86_64)
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
+#else
+let kernelFlags: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "moe",
     platforms: [.macOS(.v14)],
@@ -8,6 +16,10 @@ let package = Package(
         .executable(name: "moe", targets: ["moe"]),
         .library(name: "GGUF", targets: ["GGUF"]),
         .library(name: "Storage", targets: ["Storage"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
+        .library(name: "Tokenizer", targets: ["Tokenizer"]),
+        .library(name: "Models", targets: ["Models"]),
+        .library(name: "Engine", targets: ["Engine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -25,10 +37,18 @@ let package = Package(
             dependencies: ["CSystem"]
         ),
         .target(name: "GGUF", dependencies: ["Storage"]),
+        // Quantized block formats, matrix kernels (AVX2 and portable SIMD), thread pool.
+        .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelFlags),
+        // SentencePiece and byte-level BPE tokenizers built from GGUF metadata.
+        .target(name: "Tokenizer", dependencies: ["GGUF"]),
+        // Shared transformer blocks and one file per architecture.
+        .target(name: "Models", dependencies: ["Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
+        // Sessions, sampling, the generation loop.
+        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels", "GGUF"]),
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -36,7 +56,13 @@ let package = Package(
         .executableTarget(name: "storage-bench", dependencies: ["Storage"], path: "Sources/StorageBench"),
         // libFuzzer target for the GGUF reader; built only by tools/fuzz-gguf.sh with -sanitize=fuzzer.
         .executableTarget(name: "gguf-fuzz", dependencies: ["GGUF", "Storage"], path: "Sources/GGUFFuzz"),
+        // Kernel throughput benchmark (GB/s of weights streamed, tokens/s of matmul), release build.
+        .executableTarget(name: "kernel-bench", dependencies: ["Kernels", "GGUF"], path: "Sources/KernelBench",
+                          swiftSettings: kernelFlags),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "Storage"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "CSystem"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: kernelFlags),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF"]),
     ]
 )
