@@ -3,10 +3,12 @@ import PackageDescription
 
 // Kernels use AVX2/FMA/F16C intrinsics on x86_64 (the portable SIMD path is chosen at build
 // time elsewhere, or forced with -Xswiftc -DMOE_PORTABLE_SIMD to test it on x86).
+// Compute targets are optimized in debug builds too: unoptimized SIMD code is ~100x slower,
+// which would make `swift test` on real models take far too long.
 #if arch(x86_64)
-let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-O", "-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
 #else
-let kernelFlags: [SwiftSetting] = []
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-O"])]
 #endif
 
 let package = Package(
@@ -59,10 +61,13 @@ let package = Package(
         // Kernel throughput benchmark (GB/s of weights streamed, tokens/s of matmul), release build.
         .executableTarget(name: "kernel-bench", dependencies: ["Kernels", "GGUF"], path: "Sources/KernelBench",
                           swiftSettings: kernelFlags),
+        // Writes random-weight qwen3moe benchmark models with our GGUF writer.
+        .executableTarget(name: "make-bench-model", dependencies: ["GGUF", "Storage"], path: "Sources/BenchModel"),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "Storage"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "CSystem"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF"]),
     ]
 )

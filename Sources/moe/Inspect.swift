@@ -1,6 +1,8 @@
 import ArgumentParser
 import GGUF
 import Storage
+import Models
+import Tokenizer
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,6 +35,12 @@ func runReporting<T>(_ body: () throws -> T) throws -> T {
         throw ExitCode.failure
     } catch let e as StorageError {
         printError("error: \(e.description)")
+        throw ExitCode.failure
+    } catch let e as ModelError {
+        printError("error: \(e.description)")
+        throw ExitCode.failure
+    } catch let e as TokenizerError {
+        printError("error: \(e)")
         throw ExitCode.failure
     }
 }

@@ -1,0 +1,119 @@
+import Kernels
+import Models
+import Tokenizer
+
+/// A model plus the state of one conversation: its KV cache, scratch memory, threads.
+public final class Session {
+    public let model: DecoderModel
+    public let cache: KVCache
+    public let pool: ThreadPool
+    private let workspace = Workspace()
+    /// Largest batch evaluated at once; longer prompts run in chunks (as llama.cpp's ubatch).
+    public var maxBatch = 512
+
+    /// - Parameter contextLength: positions the cache holds (at most the model's own).
+    public init(model: DecoderModel, contextLength: Int? = nil, threads: Int? = nil) {
+        self.model = model
+        let trained = model.hyperParameters.contextLength
+        cache = model.makeCache(capacity: min(contextLength ?? min(trained, 4096), trained))
+        pool = ThreadPool(threadCount: threads ?? ThreadPool.defaultThreadCount)
+    }
+
+    /// Positions used so far.
+    public var position: Int { cache.count }
+
+    /// Forgets everything from `position` on.
+    public func rewind(to position: Int) { cache.truncate(to: position) }
+
+    /// Appends `tokens` to the context and returns logits for the selected positions
+    /// (`vocabularySize` values each).
+    public func evaluate(_ tokens: [Int], logits selection: LogitsSelection = .last) throws(ModelError) -> [Float] {
+        guard !tokens.isEmpty else { throw .emptyInput }
+        guard cache.count + tokens.count <= cache.capacity else {
+            throw .contextOverflow(needed: cache.count + tokens.count, capacity: cache.capacity)
+        }
+        var result: [Float] = []
+        var start = 0
+        while start < tokens.count {
+            let end = min(start + maxBatch, tokens.count)
+            let isLast = end == tokens.count
+            let chunkSelection: LogitsSelection
+            switch selection {
+            case .all: chunkSelection = .all
+            case .last: chunkSelection = isLast ? .last : .none
+            case .none: chunkSelection = .none
+            }
+            result += try model.forward(Array(tokens[start..<end]), cache: cache, logits: chunkSelection,
+                                        workspace: workspace, pool: pool)
+            start = end
+        }
+        return result
+    }
+}
+
+/// Timings and counts of one generation.
+public struct GenerationStats: Sendable {
+    public var promptTokens = 0
+    public var promptSeconds = 0.0
+    public var generatedTokens = 0
+    public var generationSeconds = 0.0
+    public var peakResidentBytes = 0
+
+    public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokens) / promptSeconds : 0 }
+    public var generationTokensPerSecond: Double { generationSeconds > 0 ? Double(generatedTokens) / generationSeconds : 0 }
+}
+
+extension Session {
+    /// Evaluates `prompt`, then samples up to `maxTokens` tokens, calling `onToken` with
+    /// each one (return false to stop). Stops early at an end-of-generation token or when
+    /// the context is full.
+    public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler,
+                         isEndOfGeneration: (Int) -> Bool,
+                         onToken: (Int) -> Bool) throws(ModelError) -> GenerationStats {
+        var stats = GenerationStats()
+        for t in prompt { sampler.accept(t) }
+        let clock = ContinuousClock()
+        var started = clock.now
+        var logits = try evaluate(prompt, logits: .last)
+        stats.promptTokens = prompt.count
+        stats.promptSeconds = (clock.now - started).seconds
+        started = clock.now
+        while stats.generatedTokens < maxTokens {
+            let next = logits.withUnsafeBufferPointer { sampler.sample($0) }
+            sampler.accept(next)
+            stats.generatedTokens += 1
+            if isEndOfGeneration(next) || !onToken(next) { break }
+            if stats.generatedTokens == maxTokens || position >= cache.capacity { break }
+            logits = try evaluate([next], logits: .last)
+        }
+        stats.generationSeconds = (clock.now - started).seconds
+        stats.peakResidentBytes = ProcessMemory.peakResidentBytes()
+        return stats
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
+    }
+}
+
+/// Memory figures of this process from /proc/self/status.
+public enum ProcessMemory {
+    /// VmHWM: the peak resident set size, in bytes (0 where /proc is unavailable).
+    public static func peakResidentBytes() -> Int { field("VmHWM:") }
+    /// VmRSS: the current resident set size, in bytes.
+    public static func residentBytes() -> Int { field("VmRSS:") }
+
+    private static func field(_ name: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix(name) {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return 0
+    }
+}
+
+import Foundation

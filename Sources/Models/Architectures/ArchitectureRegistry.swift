@@ -1,0 +1,50 @@
+import GGUF
+import Storage
+
+/// What an architecture file provides: its `general.architecture` name and how to build
+/// a model from hyper-parameters and weights. Adding an architecture = one file + one
+/// line in `ArchitectureRegistry.all`.
+protocol Architecture {
+    static var name: String { get }
+    static func build(_ hp: HyperParameters, _ w: WeightStore) throws(ModelError) -> DecoderModel
+}
+
+public enum ArchitectureRegistry {
+    static let all: [any Architecture.Type] = [Llama.self, Qwen2.self, Qwen2MoE.self, Qwen3.self, Qwen3MoE.self, OLMoE.self]
+
+    public static var names: [String] { all.map { $0.name } }
+
+    /// Builds the model a loaded file describes.
+    public static func build(_ w: WeightStore) throws(ModelError) -> DecoderModel {
+        let hp = try HyperParameters(metadata: w.file.metadata)
+        guard let arch = all.first(where: { $0.name == hp.architecture }) else {
+            throw .unknownArchitecture(hp.architecture)
+        }
+        return try arch.build(hp, w)
+    }
+}
+
+extension DecoderModel {
+    /// Opens a GGUF file, reads its weights and builds the model. Checks the architecture
+    /// and hyper-parameters before reading any weight, so a bad file fails fast.
+    public static func load(path: String, backend preference: StorageBackendPreference = .automatic,
+                            progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> DecoderModel {
+        let file: GGUFFile
+        let backend: any StorageBackend
+        do {
+            backend = try StorageFile.open(path: path, backend: preference)
+            file = try GGUFFile.read(from: backend)
+        } catch let e as GGUFError {
+            throw .file("\(path): \(e.description)")
+        } catch let e as StorageError {
+            throw .file("\(path): \(e.description)")
+        } catch {
+            throw .file("\(path): \(error)")
+        }
+        guard let arch = file.architecture else { throw .missingArchitecture }
+        guard ArchitectureRegistry.all.contains(where: { $0.name == arch }) else { throw .unknownArchitecture(arch) }
+        _ = try HyperParameters(metadata: file.metadata)
+        let weights = try WeightStore(file: file, backend: backend, progress: progress)
+        return try ArchitectureRegistry.build(weights)
+    }
+}

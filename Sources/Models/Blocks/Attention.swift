@@ -1,0 +1,143 @@
+import Kernels
+
+/// How queries and keys are normalized before RoPE, if at all.
+public enum QKNorm: Sendable {
+    case none
+    /// RMSNorm over each head (qwen3): weights of one head's size.
+    case perHead
+    /// RMSNorm over the whole projection (olmoe): weights of all heads' size.
+    case fullProjection
+}
+
+/// Grouped-query self-attention with a causal mask over a `KVCache`.
+public struct Attention: @unchecked Sendable {
+    public let query: WeightMatrix
+    public let key: WeightMatrix
+    public let value: WeightMatrix
+    public let output: WeightMatrix
+    public let queryBias: UnsafePointer<Float>?
+    public let keyBias: UnsafePointer<Float>?
+    public let valueBias: UnsafePointer<Float>?
+    public let qkNorm: QKNorm
+    public let queryNorm: UnsafePointer<Float>?
+    public let keyNorm: UnsafePointer<Float>?
+    public let heads: Int
+    public let kvHeads: Int
+    public let headSize: Int
+    public let valueHeadSize: Int
+    public let epsilon: Float
+    public let rope: RoPE
+
+    /// Loads `blk.N.attn_*` for a layer; biases and q/k norms as the architecture says.
+    public init(_ w: WeightStore, layer: Int, _ hp: HyperParameters, rope: RoPE,
+                qkNorm: QKNorm = .none, biases: Bool = false) throws(ModelError) {
+        let p = "blk.\(layer)."
+        let h = hp.embeddingLength
+        query = try w.matrix(p + "attn_q.weight", rows: hp.queryWidth, columns: h)
+        key = try w.matrix(p + "attn_k.weight", rows: hp.keyWidth, columns: h)
+        value = try w.matrix(p + "attn_v.weight", rows: hp.valueWidth, columns: h)
+        output = try w.matrix(p + "attn_output.weight", rows: h, columns: hp.headCount * hp.valueLength)
+        if biases {
+            queryBias = try w.vector(p + "attn_q.bias", count: hp.queryWidth)
+            keyBias = try w.vector(p + "attn_k.bias", count: hp.keyWidth)
+            valueBias = try w.vector(p + "attn_v.bias", count: hp.valueWidth)
+        } else {
+            queryBias = try w.optionalVector(p + "attn_q.bias", count: hp.queryWidth)
+            keyBias = try w.optionalVector(p + "attn_k.bias", count: hp.keyWidth)
+            valueBias = try w.optionalVector(p + "attn_v.bias", count: hp.valueWidth)
+        }
+        self.qkNorm = qkNorm
+        switch qkNorm {
+        case .none:
+            queryNorm = nil
+            keyNorm = nil
+        case .perHead:
+            queryNorm = try w.vector(p + "attn_q_norm.weight", count: hp.keyLength)
+            keyNorm = try w.vector(p + "attn_k_norm.weight", count: hp.keyLength)
+        case .fullProjection:
+            queryNorm = try w.vector(p + "attn_q_norm.weight", count: hp.queryWidth)
+            keyNorm = try w.vector(p + "attn_k_norm.weight", count: hp.keyWidth)
+        }
+        heads = hp.headCount
+        kvHeads = hp.headCountKV
+        headSize = hp.keyLength
+        valueHeadSize = hp.valueLength
+        epsilon = hp.rmsEpsilon
+        self.rope = rope
+    }
+
+    /// Attends `tokens` new tokens (normalized input `x`, tokens × hidden) at positions
+    /// `cache.count ..<` and writes the projected result to `out` (tokens × hidden).
+    /// `ropeTable` holds `RoPE.angles` for each token (tokens × rope.dimensions).
+    func forward(_ x: UnsafePointer<Float>, tokens: Int, layer: Int, cache: KVCache, ropeTable: UnsafePointer<Float>,
+                 workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) {
+        let qWidth = heads * headSize, kWidth = kvHeads * headSize, vWidth = kvHeads * valueHeadSize
+        let q = workspace.floats(Slot.query, count: tokens * qWidth)
+        let k = workspace.floats(Slot.key, count: tokens * kWidth)
+        let v = workspace.floats(Slot.value, count: tokens * vWidth)
+        MatMul.multiply([
+            MatMulJob(weight: query, input: x, tokens: tokens, output: q),
+            MatMulJob(weight: key, input: x, tokens: tokens, output: k),
+            MatMulJob(weight: value, input: x, tokens: tokens, output: v),
+        ], pool: pool)
+
+        let start = cache.count
+        for t in 0..<tokens {
+            let qt = q + t * qWidth, kt = k + t * kWidth, vt = v + t * vWidth
+            if let b = queryBias { VectorMath.add(b, into: qt, count: qWidth) }
+            if let b = keyBias { VectorMath.add(b, into: kt, count: kWidth) }
+            if let b = valueBias { VectorMath.add(b, into: vt, count: vWidth) }
+            switch qkNorm {
+            case .none: break
+            case .perHead:
+                for h in 0..<heads { VectorMath.rmsNorm(qt + h * headSize, weight: queryNorm, count: headSize, epsilon: epsilon, into: qt + h * headSize) }
+                for h in 0..<kvHeads { VectorMath.rmsNorm(kt + h * headSize, weight: keyNorm, count: headSize, epsilon: epsilon, into: kt + h * headSize) }
+            case .fullProjection:
+                VectorMath.rmsNorm(qt, weight: queryNorm, count: qWidth, epsilon: epsilon, into: qt)
+                VectorMath.rmsNorm(kt, weight: keyNorm, count: kWidth, epsilon: epsilon, into: kt)
+            }
+            let table = ropeTable + t * rope.dimensions
+            rope.apply(qt, heads: heads, headSize: headSize, table: table)
+            rope.apply(kt, heads: kvHeads, headSize: headSize, table: table)
+            cache.store(layer: layer, position: start + t, key: kt, value: vt)
+        }
+
+        // One task per query head: each walks its tokens over the causal window.
+        let context = start + tokens
+        let attended = workspace.floats(Slot.attentionOut, count: tokens * heads * valueHeadSize)
+        let scoresBase = workspace.floats(Slot.scores, count: heads * context)
+        let scale = 1 / Float(headSize).squareRoot()
+        let group = heads / kvHeads
+        let headSize = self.headSize, valueHeadSize = self.valueHeadSize, heads = self.heads
+        pool.parallelFor(heads) { h in
+            let kvh = h / group
+            let scores = scoresBase + h * context
+            for t in 0..<tokens {
+                let qh = UnsafePointer(q + t * qWidth + h * headSize)
+                let visible = start + t + 1
+                var maxScore = -Float.infinity
+                for j in 0..<visible {
+                    let s = VectorMath.dot(qh, cache.key(layer: layer, position: j) + kvh * headSize, count: headSize) * scale
+                    scores[j] = s
+                    if s > maxScore { maxScore = s }
+                }
+                var sum: Float = 0
+                for j in 0..<visible {
+                    let e = Foundation.exp(scores[j] - maxScore)
+                    scores[j] = e
+                    sum += e
+                }
+                let inv = 1 / sum
+                let o = attended + (t * heads + h) * valueHeadSize
+                for i in 0..<valueHeadSize { o[i] = 0 }
+                for j in 0..<visible {
+                    VectorMath.addScaled(cache.value(layer: layer, position: j) + kvh * valueHeadSize,
+                                         scale: scores[j] * inv, into: o, count: valueHeadSize)
+                }
+            }
+        }
+        MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
+    }
+}
+
+import Foundation

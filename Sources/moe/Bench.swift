@@ -1,0 +1,95 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Models
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure prefill and decode speed (medians of several runs), as llama-bench does.")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: [.short, .customLong("n-prompt")], help: "Prompt tokens evaluated as one batch (0: skip prefill).")
+    var promptTokens: Int = 128
+
+    @Option(name: [.short, .customLong("n-gen")], help: "Tokens decoded one at a time (0: skip decode).")
+    var generatedTokens: Int = 32
+
+    @Option(name: [.short, .customLong("repetitions")], help: "Timed runs of each test; the median is reported.")
+    var runs: Int = 5
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        guard promptTokens >= 0, generatedTokens >= 0, promptTokens + generatedTokens > 0 else {
+            throw ValidationError("-p and -n must be ≥ 0 and not both 0")
+        }
+        guard runs >= 1 else { throw ValidationError("-r must be ≥ 1") }
+        let model = try options.load()
+        let session = options.session(model)
+        guard max(promptTokens, generatedTokens) <= session.cache.capacity else {
+            printError("error: context overflow: \(max(promptTokens, generatedTokens)) tokens, the context holds \(session.cache.capacity)")
+            throw ExitCode.failure
+        }
+        // Random tokens, like llama-bench: the speed of a dense pass does not depend on them.
+        var rng = SystemRandomNumberGenerator()
+        let vocab = model.vocabularySize
+        let clock = ContinuousClock()
+
+        func prefill() throws -> Double {
+            session.rewind(to: 0)
+            let ids = (0..<promptTokens).map { _ in Int.random(in: 0..<vocab, using: &rng) }
+            let start = clock.now
+            _ = try runReporting { try session.evaluate(ids, logits: .last) }
+            return Double(promptTokens) / (clock.now - start).secondsValue
+        }
+        func decode() throws -> Double {
+            session.rewind(to: 0)
+            var token = Int.random(in: 0..<vocab, using: &rng)
+            let start = clock.now
+            for _ in 0..<generatedTokens {
+                let logits = try runReporting { try session.evaluate([token], logits: .last) }
+                token = logits.indices.max(by: { logits[$0] < logits[$1] }) ?? 0
+            }
+            return Double(generatedTokens) / (clock.now - start).secondsValue
+        }
+        // One untimed warm-up of each test (page faults, thread start-up).
+        if promptTokens > 0 { _ = try prefill() }
+        if generatedTokens > 0 { _ = try decode() }
+        var prefillRates: [Double] = []
+        var decodeRates: [Double] = []
+        for _ in 0..<runs {
+            if promptTokens > 0 { prefillRates.append(try prefill()) }
+            if generatedTokens > 0 { decodeRates.append(try decode()) }
+        }
+        let peak = ProcessMemory.peakResidentBytes()
+        let p = median(prefillRates), d = median(decodeRates)
+        if json {
+            var fields: [String] = []
+            if let p { fields.append("\"prefill_tokens_per_second\": \(String(format: "%.3f", p))") }
+            if let d { fields.append("\"decode_tokens_per_second\": \(String(format: "%.3f", d))") }
+            fields.append("\"peak_rss_bytes\": \(peak)")
+            fields.append("\"threads\": \(session.pool.threadCount)")
+            print("{" + fields.joined(separator: ", ") + "}")
+        } else {
+            print("model: \(options.model) (\(model.hyperParameters.architecture)), threads: \(session.pool.threadCount), runs: \(runs)")
+            if let p { print(String(format: "prefill %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", promptTokens, p, prefillRates.min()!, prefillRates.max()!)) }
+            if let d { print(String(format: "decode  %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", generatedTokens, d, decodeRates.min()!, decodeRates.max()!)) }
+            print("peak memory: \(formatBytes(peak))")
+        }
+    }
+}
+
+func median(_ values: [Double]) -> Double? {
+    guard !values.isEmpty else { return nil }
+    let s = values.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+extension Duration {
+    var secondsValue: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
+    }
+}
