@@ -9,13 +9,13 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var options: ModelOptions
 
-    @Option(name: [.short, .customLong("n-prompt")], help: "Prompt tokens evaluated as one batch (0: skip prefill).")
+    @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt tokens evaluated as one batch (0: skip prefill).")
     var promptTokens: Int = 128
 
-    @Option(name: [.short, .customLong("n-gen")], help: "Tokens decoded one at a time (0: skip decode).")
+    @Option(name: [.customShort("n"), .customLong("n-gen")], help: "Tokens decoded one at a time (0: skip decode).")
     var generatedTokens: Int = 32
 
-    @Option(name: [.short, .customLong("repetitions")], help: "Timed runs of each test; the median is reported.")
+    @Option(name: [.customShort("r"), .customLong("repetitions")], help: "Timed runs of each test; the median is reported.")
     var runs: Int = 5
 
     @Flag(help: "Print one JSON object.")

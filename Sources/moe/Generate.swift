@@ -11,10 +11,10 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var options: ModelOptions
 
-    @Option(name: [.short, .customLong("prompt")], help: "The prompt.")
+    @Option(name: [.customShort("p"), .customLong("prompt")], help: "The prompt.")
     var prompt: String
 
-    @Option(name: [.short, .customLong("n-predict")], help: "Tokens to generate at most.")
+    @Option(name: [.customShort("n"), .customLong("n-predict")], help: "Tokens to generate at most.")
     var tokens: Int = 128
 
     @OptionGroup var sampling: SamplingOptions

@@ -6,7 +6,7 @@ import Storage
 
 /// Options shared by every command that runs a model.
 struct ModelOptions: ParsableArguments {
-    @Option(name: [.short, .customLong("model")], help: "GGUF model file.")
+    @Option(name: [.customShort("m"), .customLong("model")], help: "GGUF model file.")
     var model: String
 
     @Option(help: "Compute threads (default: the cores this process may use).")

@@ -7,7 +7,7 @@ struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the token ids of a text, space separated, on one line.")
 
-    @Option(name: [.short, .customLong("model")], help: "GGUF file with a tokenizer (weights are not read).")
+    @Option(name: [.customShort("m"), .customLong("model")], help: "GGUF file with a tokenizer (weights are not read).")
     var model: String
 
     @Flag(help: "Do not add the beginning-of-sequence token, even where the model asks for it.")
