@@ -68,6 +68,8 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF", "Storage"]),
+        // Runs the built `moe` executable (the dependency makes `swift test` build it first).
+        .testTarget(name: "CLITests", dependencies: ["moe"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF"]),
     ]
 )
