@@ -34,7 +34,7 @@ struct Generate: ParsableCommand {
         }
         let session = options.session(model)
         var sampler = Sampler(sampling.parameters)
-        var decoder = StreamingDecoder(tokenizer: tokenizer)
+        var decoder = StreamingDecoder(tokenizer: tokenizer, stripLeadingSpace: false)
         let out = FileHandle.standardOutput
         let stats = try runReporting {
             try session.generate(prompt: ids, maxTokens: tokens, sampler: &sampler,

@@ -48,7 +48,7 @@ struct GenerationTests {
             p.seed = seed
             p.temperature = 1.0
             var sampler = Sampler(p)
-            var decoder = StreamingDecoder(tokenizer: tokenizer)
+            var decoder = StreamingDecoder(tokenizer: tokenizer, stripLeadingSpace: false)
             var ids: [Int] = []
             var text = ""
             _ = try session.generate(prompt: prompt, maxTokens: 12, sampler: &sampler,
