@@ -1,0 +1,458 @@
+import GGUF
+#if canImport(Glibc)
+import Glibc
+#endif
+#if arch(x86_64) && !MOE_PORTABLE_SIMD
+import _Builtin_intrinsics.intel
+#endif
+
+// K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) against `q8x256` activations.
+//
+// Each 256-value super-block of a weight row is first unpacked into one common layout
+// ("KRow", 576 bytes): unsigned quants, integer scales per 16 values, integer "min"
+// coefficients per 16 values and two float factors, such that the super-block's dot
+// product with activations `da * qa` (Σqa per 16 given as bsums) is
+//     da * ( d * Σ_k sc_k · Σ_{i∈k} q_i·qa_i  +  dc * Σ_k mc_k · bsum_k ).
+// A task unpacks 4 rows once and then runs every token of the batch against them from L1,
+// so the per-type bit twiddling is paid once per row, not once per (row, token).
+//
+// KRow layout, per super-block:
+//   [0, 256)    q: UInt8 quants in value order (0...63)
+//   [256, 512)  8 chunk scale vectors of 16 Int16: lanes 0-7 scale of values 32c..32c+15,
+//               lanes 8-15 scale of values 32c+16..32c+31 (matches maddubs lane order)
+//   [512, 544)  16 Int16 min coefficients, one per 16 values
+//   [544]       d (Float), [548] dc (Float)
+enum KRow {
+    static let bytes = 576
+    static let scalesOffset = 256
+    static let minsOffset = 512
+    static let dOffset = 544
+    static let dcOffset = 548
+}
+
+protocol KFormat {
+    static var blockBytes: Int { get }
+    /// Unpacks the super-block at `p` into KRow layout at `out` (32-byte aligned).
+    static func unpack(_ p: UnsafeRawPointer, _ out: UnsafeMutableRawPointer)
+}
+
+/// 32 bytes as four little-endian words, for byte-wise bit twiddling in general-purpose
+/// registers (Swift's generic SIMD shifts on UInt8 lanes are not vectorized; these are a
+/// handful of 64-bit operations, which LLVM may also pair into vector instructions).
+struct Bytes32 {
+    var w0, w1, w2, w3: UInt64
+
+    @inline(__always) init(_ w0: UInt64, _ w1: UInt64, _ w2: UInt64, _ w3: UInt64) {
+        self.w0 = w0; self.w1 = w1; self.w2 = w2; self.w3 = w3
+    }
+
+    @inline(__always) init(_ p: UnsafeRawPointer, _ offset: Int) {
+        w0 = p.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        w1 = p.loadUnaligned(fromByteOffset: offset &+ 8, as: UInt64.self)
+        w2 = p.loadUnaligned(fromByteOffset: offset &+ 16, as: UInt64.self)
+        w3 = p.loadUnaligned(fromByteOffset: offset &+ 24, as: UInt64.self)
+    }
+
+    /// Each byte shifted right by `n`, then masked with `mask` (one byte, replicated).
+    @inline(__always) func bits(_ n: UInt64, _ mask: UInt8) -> Bytes32 {
+        let m = UInt64(mask) &* 0x0101_0101_0101_0101
+        return Bytes32((w0 &>> n) & m, (w1 &>> n) & m, (w2 &>> n) & m, (w3 &>> n) & m)
+    }
+
+    /// Each byte shifted left by `n` (bytes must have room: no carry into the next byte).
+    @inline(__always) func shl(_ n: UInt64) -> Bytes32 {
+        Bytes32(w0 &<< n, w1 &<< n, w2 &<< n, w3 &<< n)
+    }
+
+    @inline(__always) static func | (a: Bytes32, b: Bytes32) -> Bytes32 {
+        Bytes32(a.w0 | b.w0, a.w1 | b.w1, a.w2 | b.w2, a.w3 | b.w3)
+    }
+
+    @inline(__always) func store(_ out: UnsafeMutableRawPointer, chunk: Int) {
+        let o = chunk &* 32
+        out.storeBytes(of: w0, toByteOffset: o, as: UInt64.self)
+        out.storeBytes(of: w1, toByteOffset: o &+ 8, as: UInt64.self)
+        out.storeBytes(of: w2, toByteOffset: o &+ 16, as: UInt64.self)
+        out.storeBytes(of: w3, toByteOffset: o &+ 24, as: UInt64.self)
+    }
+}
+
+/// Writes chunk scale vectors from 16 per-16 scales, and the 16 min coefficients.
+@inline(__always)
+private func storeScales(_ out: UnsafeMutableRawPointer, scales16 s: SIMD16<Int16>, mins16 m: SIMD16<Int16>,
+                         d: Float, dc: Float) {
+    for c in 0..<8 {
+        let lo = SIMD8<Int16>(repeating: s[2 &* c])
+        let hi = SIMD8<Int16>(repeating: s[2 &* c &+ 1])
+        out.storeBytes(of: SIMD16<Int16>(lowHalf: lo, highHalf: hi),
+                       toByteOffset: KRow.scalesOffset &+ c &* 32, as: SIMD16<Int16>.self)
+    }
+    out.storeBytes(of: m, toByteOffset: KRow.minsOffset, as: SIMD16<Int16>.self)
+    out.storeBytes(of: d, toByteOffset: KRow.dOffset, as: Float.self)
+    out.storeBytes(of: dc, toByteOffset: KRow.dcOffset, as: Float.self)
+}
+
+/// The 8 six-bit scales and 8 six-bit mins of Q4_K/Q5_K (12 bytes at `p`), each
+/// duplicated to its two 16-value groups.
+@inline(__always)
+private func scaleMinK4(_ p: UnsafeRawPointer) -> (SIMD16<Int16>, SIMD16<Int16>) {
+    var sc = SIMD16<Int16>()
+    var mn = SIMD16<Int16>()
+    for j in 0..<8 {
+        let s: UInt8, m: UInt8
+        if j < 4 {
+            s = p.load(fromByteOffset: j, as: UInt8.self) & 63
+            m = p.load(fromByteOffset: j + 4, as: UInt8.self) & 63
+        } else {
+            let a = p.load(fromByteOffset: j + 4, as: UInt8.self)
+            s = (a & 0x0F) | ((p.load(fromByteOffset: j - 4, as: UInt8.self) >> 6) << 4)
+            m = (a >> 4) | ((p.load(fromByteOffset: j, as: UInt8.self) >> 6) << 4)
+        }
+        sc[2 * j] = Int16(s); sc[2 * j + 1] = Int16(s)
+        mn[2 * j] = Int16(m); mn[2 * j + 1] = Int16(m)
+    }
+    return (sc, mn)
+}
+
+enum Q4_KFormat: KFormat {
+    static var blockBytes: Int { 144 }
+    @inline(__always)
+    static func unpack(_ p: UnsafeRawPointer, _ out: UnsafeMutableRawPointer) {
+        for j in 0..<4 {
+            let b = Bytes32(p, 16 &+ 32 &* j)
+            b.bits(0, 0x0F).store(out, chunk: 2 &* j)
+            b.bits(4, 0x0F).store(out, chunk: 2 &* j &+ 1)
+        }
+        let (sc, mn) = scaleMinK4(p + 4)
+        storeScales(out, scales16: sc, mins16: mn, d: loadHalf(p), dc: -loadHalf(p, 2))
+    }
+}
+
+enum Q5_KFormat: KFormat {
+    static var blockBytes: Int { 176 }
+    @inline(__always)
+    static func unpack(_ p: UnsafeRawPointer, _ out: UnsafeMutableRawPointer) {
+        let h = Bytes32(p, 16)
+        for j in 0..<4 {
+            let b = Bytes32(p, 48 &+ 32 &* j)
+            let h0 = h.bits(UInt64(2 &* j), 1).shl(4)
+            let h1 = h.bits(UInt64(2 &* j &+ 1), 1).shl(4)
+            (b.bits(0, 0x0F) | h0).store(out, chunk: 2 &* j)
+            (b.bits(4, 0x0F) | h1).store(out, chunk: 2 &* j &+ 1)
+        }
+        let (sc, mn) = scaleMinK4(p + 4)
+        storeScales(out, scales16: sc, mins16: mn, d: loadHalf(p), dc: -loadHalf(p, 2))
+    }
+}
+
+enum Q6_KFormat: KFormat {
+    static var blockBytes: Int { 210 }
+    @inline(__always)
+    static func unpack(_ p: UnsafeRawPointer, _ out: UnsafeMutableRawPointer) {
+        for n in 0..<2 {
+            let l0 = Bytes32(p, 64 &* n)
+            let l1 = Bytes32(p, 64 &* n &+ 32)
+            let h = Bytes32(p, 128 &+ 32 &* n)
+            (l0.bits(0, 0x0F) | h.bits(0, 3).shl(4)).store(out, chunk: 4 &* n)
+            (l1.bits(0, 0x0F) | h.bits(2, 3).shl(4)).store(out, chunk: 4 &* n &+ 1)
+            (l0.bits(4, 0x0F) | h.bits(4, 3).shl(4)).store(out, chunk: 4 &* n &+ 2)
+            (l1.bits(4, 0x0F) | h.bits(6, 3).shl(4)).store(out, chunk: 4 &* n &+ 3)
+        }
+        let s8 = p.loadUnaligned(fromByteOffset: 192, as: SIMD16<Int8>.self)
+        let s16 = SIMD16<Int16>(truncatingIfNeeded: s8)
+        let d = loadHalf(p, 208)
+        storeScales(out, scales16: s16, mins16: s16, d: d, dc: -32 * d)
+    }
+}
+
+enum Q2_KFormat: KFormat {
+    static var blockBytes: Int { 84 }
+    @inline(__always)
+    static func unpack(_ p: UnsafeRawPointer, _ out: UnsafeMutableRawPointer) {
+        for n in 0..<2 {
+            let b = Bytes32(p, 16 &+ 32 &* n)
+            b.bits(0, 3).store(out, chunk: 4 &* n)
+            b.bits(2, 3).store(out, chunk: 4 &* n &+ 1)
+            b.bits(4, 3).store(out, chunk: 4 &* n &+ 2)
+            b.bits(6, 3).store(out, chunk: 4 &* n &+ 3)
+        }
+        var sc = SIMD16<Int16>(), mn = SIMD16<Int16>()
+        for k in 0..<16 {
+            let v = p.load(fromByteOffset: k, as: UInt8.self)
+            sc[k] = Int16(v & 0x0F)
+            mn[k] = Int16(v >> 4)
+        }
+        storeScales(out, scales16: sc, mins16: mn, d: loadHalf(p, 80), dc: -loadHalf(p, 82))
+    }
+}
+
+enum Q3_KFormat: KFormat {
+    static var blockBytes: Int { 110 }
+    @inline(__always)
+    static func unpack(_ p: UnsafeRawPointer, _ out: UnsafeMutableRawPointer) {
+        let hm = Bytes32(p, 0)
+        for n in 0..<2 {
+            let b = Bytes32(p, 32 &+ 32 &* n)
+            for j in 0..<4 {
+                let low = b.bits(UInt64(2 &* j), 3)
+                let high = hm.bits(UInt64(4 &* n &+ j), 1).shl(2)
+                (low | high).store(out, chunk: 4 &* n &+ j)
+            }
+        }
+        // 16 six-bit scales: low 4 bits from bytes 0-7, high 2 bits from bytes 8-11.
+        let a0 = p.loadUnaligned(fromByteOffset: 96, as: UInt32.self)
+        let a1 = p.loadUnaligned(fromByteOffset: 100, as: UInt32.self)
+        let t = p.loadUnaligned(fromByteOffset: 104, as: UInt32.self)
+        let k1: UInt32 = 0x0303_0303, k2: UInt32 = 0x0F0F_0F0F
+        let w0 = (a0 & k2) | (((t >> 0) & k1) << 4)
+        let w1 = (a1 & k2) | (((t >> 2) & k1) << 4)
+        let w2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4)
+        let w3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4)
+        let words = SIMD4<UInt32>(w0, w1, w2, w3)
+        let bytes = unsafeBitCast(words, to: SIMD16<UInt8>.self)
+        let sc = SIMD16<Int16>(truncatingIfNeeded: bytes) &- 32
+        let d = loadHalf(p, 108)
+        storeScales(out, scales16: sc, mins16: sc, d: d, dc: -4 * d)
+    }
+}
+
+/// Whether one-token products of Q4_K/Q6_K use the direct kernels (default) rather than the
+/// unpack-then-dot path (`MOE_K_DIRECT=0`, for experiments and tests of the latter).
+nonisolated(unsafe) var directDecode: Bool = {
+    if let v = getenv("MOE_K_DIRECT") { return atoi(v) != 0 }
+    return true
+}()
+
+enum KQuantKernel {
+    /// Dot product of an unpacked row (`superBlocks` KRows at `w`) with one token's
+    /// q8x256 activations.
+    @inline(__always)
+    static func dot(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>,
+                    _ ad: UnsafePointer<Float>, _ bsums: UnsafePointer<Int16>) -> Float {
+        #if arch(x86_64) && !MOE_PORTABLE_SIMD
+        var acc = _mm256_setzero_ps()
+        for sb in 0..<superBlocks {
+            let k = w + sb &* KRow.bytes
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            var i0 = _mm256_setzero_si256()
+            var i1 = _mm256_setzero_si256()
+            for c in stride(from: 0, to: 8, by: 2) {
+                let q0 = k.load(fromByteOffset: c &* 32, as: __m256i.self)
+                let q1 = k.load(fromByteOffset: c &* 32 &+ 32, as: __m256i.self)
+                let x0 = _mm256_loadu_si256(a.advanced(by: c &* 32).assumingMemoryBound(to: __m256i.self))
+                let x1 = _mm256_loadu_si256(a.advanced(by: c &* 32 &+ 32).assumingMemoryBound(to: __m256i.self))
+                let s0 = k.load(fromByteOffset: KRow.scalesOffset &+ c &* 32, as: __m256i.self)
+                let s1 = k.load(fromByteOffset: KRow.scalesOffset &+ c &* 32 &+ 32, as: __m256i.self)
+                i0 = _mm256_add_epi32(i0, _mm256_madd_epi16(_mm256_maddubs_epi16(q0, x0), s0))
+                i1 = _mm256_add_epi32(i1, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, x1), s1))
+            }
+            let mc = k.load(fromByteOffset: KRow.minsOffset, as: __m256i.self)
+            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let m = _mm256_madd_epi16(mc, bs)
+            let da = ad[sb]
+            let d = k.load(fromByteOffset: KRow.dOffset, as: Float.self) * da
+            let dc = k.load(fromByteOffset: KRow.dcOffset, as: Float.self) * da
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0, i1)), _mm256_set1_ps(d), acc)
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dc), acc)
+        }
+        return acc.sum()
+        #else
+        var acc: Float = 0
+        for sb in 0..<superBlocks {
+            let k = w + sb &* KRow.bytes
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            var isum: Int32 = 0
+            for c in 0..<8 {
+                let q = k.load(fromByteOffset: c &* 32, as: SIMD32<UInt8>.self)
+                let x = a.loadUnaligned(fromByteOffset: c &* 32, as: SIMD32<Int8>.self)
+                let prod = SIMD32<Int16>(truncatingIfNeeded: q) &* SIMD32<Int16>(truncatingIfNeeded: x)
+                let lo = SIMD16<Int32>(truncatingIfNeeded: prod.lowHalf).wrappedSum()
+                let hi = SIMD16<Int32>(truncatingIfNeeded: prod.highHalf).wrappedSum()
+                let s0 = Int32(k.load(fromByteOffset: KRow.scalesOffset &+ c &* 32, as: Int16.self))
+                let s1 = Int32(k.load(fromByteOffset: KRow.scalesOffset &+ c &* 32 &+ 16, as: Int16.self))
+                isum &+= lo &* s0 &+ hi &* s1
+            }
+            let mc = SIMD16<Int32>(truncatingIfNeeded: k.load(fromByteOffset: KRow.minsOffset, as: SIMD16<Int16>.self))
+            let bs = SIMD16<Int32>(truncatingIfNeeded: UnsafeRawPointer(bsums + sb &* 16).loadUnaligned(as: SIMD16<Int16>.self))
+            let msum = (mc &* bs).wrappedSum()
+            let da = ad[sb]
+            let d = k.load(fromByteOffset: KRow.dOffset, as: Float.self)
+            let dc = k.load(fromByteOffset: KRow.dcOffset, as: Float.self)
+            acc += da * (d * Float(isum) + dc * Float(msum))
+        }
+        return acc
+        #endif
+    }
+
+    #if arch(x86_64) && !MOE_PORTABLE_SIMD
+    @inline(__always)
+    static func hsum(_ v: __m256) -> Float { v.sum() }
+
+    @inline(__always)
+    static func halves(_ v: __m256i) -> (__m128i, __m128i) {
+        let w = unsafeBitCast(v, to: SIMD4<Int64>.self)
+        return (SIMD2<Int64>(w[0], w[1]), SIMD2<Int64>(w[2], w[3]))
+    }
+
+    /// Q4_K row · q8x256 token straight from the packed blocks (decode: no unpacking pass).
+    @inline(__always)
+    static func dotQ4_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>) -> Float {
+        var acc = _mm256_setzero_ps()
+        var accMin = SIMD4<Float>()
+        let low4 = _mm256_set1_epi8(0x0F)
+        let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
+        for sb in 0..<superBlocks {
+            let p = w + sb &* 144
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            let da = ad[sb]
+            let d = loadHalf(p, 0, h) * da
+            let dmin = loadHalf(p, 2, h) * da
+            // 12 bytes of 6-bit scales/mins → bytes 0-7 scales, 8-15 mins.
+            let u0 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+            let u1 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+            let u2 = p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+            let t3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)
+            let t1 = (u2 & k2) | (((u0 >> 6) & k3) << 4)
+            let t2 = u1 & k1
+            let t0 = u0 & k1
+            let packed = _mm_set_epi32(Int32(bitPattern: t3), Int32(bitPattern: t2), Int32(bitPattern: t1), Int32(bitPattern: t0))
+            let minsAndScales = _mm256_cvtepu8_epi16(packed)
+            let (scales128, mins128) = halves(minsAndScales)
+            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let (bsLo, bsHi) = halves(bs)
+            let sums32 = _mm_hadd_epi16(bsLo, bsHi)
+            let prod = _mm_madd_epi16(mins128, sums32)
+            accMin = accMin.addingProduct(SIMD4<Float>(unsafeBitCast(prod, to: SIMD4<Int32>.self)), dmin)
+            let scales = _mm256_set_m128i(scales128, scales128)
+            var sumi = _mm256_setzero_si256()
+            for j in 0..<4 {
+                let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
+                let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
+                let scaleL = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(lo))
+                let scaleH = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(hi))
+                let bits = _mm256_loadu_si256((p + (16 &+ 32 &* j)).assumingMemoryBound(to: __m256i.self))
+                let ql = _mm256_and_si256(bits, low4)
+                let qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4)
+                let xl = _mm256_loadu_si256((a + 64 &* j).assumingMemoryBound(to: __m256i.self))
+                let xh = _mm256_loadu_si256((a + (64 &* j &+ 32)).assumingMemoryBound(to: __m256i.self))
+                let pl = _mm256_madd_epi16(scaleL, _mm256_maddubs_epi16(ql, xl))
+                let ph = _mm256_madd_epi16(scaleH, _mm256_maddubs_epi16(qh, xh))
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph))
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+        }
+        return hsum(acc) - accMin.sum()
+    }
+
+    /// Q6_K row · q8x256 token straight from the packed blocks.
+    @inline(__always)
+    static func dotQ6_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>) -> Float {
+        var acc = _mm256_setzero_ps()
+        let m3 = _mm256_set1_epi8(3), m15 = _mm256_set1_epi8(15)
+        let m12 = _mm256_set1_epi8(12), m48 = _mm256_set1_epi8(48), mC0 = _mm256_set1_epi8(-64)
+        for sb in 0..<superBlocks {
+            let p = w + sb &* 210
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            let d = loadHalf(p, 208, h) * ad[sb]
+            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let scales = _mm_loadu_si128((p + 192).assumingMemoryBound(to: __m128i.self))
+            let offsetSum = _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(scales)), 5)
+            var sumi = _mm256_setzero_si256()
+            for j in 0..<2 {
+                let b1 = _mm256_loadu_si256((p + 64 &* j).assumingMemoryBound(to: __m256i.self))
+                let b2 = _mm256_loadu_si256((p + (64 &* j &+ 32)).assumingMemoryBound(to: __m256i.self))
+                let hb = _mm256_loadu_si256((p + (128 &+ 32 &* j)).assumingMemoryBound(to: __m256i.self))
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(hb, m12), 2)
+                let h2 = _mm256_and_si256(hb, m48)
+                let h3 = _mm256_srli_epi16(_mm256_and_si256(hb, mC0), 2)
+                let q0 = _mm256_or_si256(_mm256_and_si256(b1, m15), h0)
+                let q1 = _mm256_or_si256(_mm256_and_si256(b2, m15), h1)
+                let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m15), h2)
+                let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m15), h3)
+                let base = 128 &* j
+                let x0 = _mm256_loadu_si256((a + base).assumingMemoryBound(to: __m256i.self))
+                let x1 = _mm256_loadu_si256((a + (base &+ 32)).assumingMemoryBound(to: __m256i.self))
+                let x2 = _mm256_loadu_si256((a + (base &+ 64)).assumingMemoryBound(to: __m256i.self))
+                let x3 = _mm256_loadu_si256((a + (base &+ 96)).assumingMemoryBound(to: __m256i.self))
+                let c = 4 &* j
+                @inline(__always) func scale(_ i: Int) -> __m256i {
+                    let lo = Int64(2 &* i) &* 0x0101_0101_0101_0101
+                    let hi = Int64(2 &* i &+ 1) &* 0x0101_0101_0101_0101
+                    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
+                }
+                let p0 = _mm256_madd_epi16(scale(c), _mm256_maddubs_epi16(q0, x0))
+                let p1 = _mm256_madd_epi16(scale(c &+ 1), _mm256_maddubs_epi16(q1, x1))
+                let p2 = _mm256_madd_epi16(scale(c &+ 2), _mm256_maddubs_epi16(q2, x2))
+                let p3 = _mm256_madd_epi16(scale(c &+ 3), _mm256_maddubs_epi16(q3, x3))
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)))
+            }
+            sumi = _mm256_sub_epi32(sumi, offsetSum)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+        }
+        return hsum(acc)
+    }
+    #endif
+
+    /// Decode (one token) for the types with a direct kernel; false if `F` has none.
+    @inline(__always)
+    static func runDirect<F: KFormat>(_: F.Type, weight: WeightMatrix, rows rowRange: Range<Int>, token t: Int,
+                                      act: Activations, output: UnsafeMutablePointer<Float>, outputStride: Int) -> Bool {
+        #if arch(x86_64) && !MOE_PORTABLE_SIMD
+        guard F.self == Q4_KFormat.self || F.self == Q6_KFormat.self else { return false }
+        let superBlocks = weight.columns / 256
+        let h = HalfTable.pointer
+        let aq = act.tokenQuants(t), ad = act.tokenScales(t), bs = act.tokenSums16(t)
+        let out = output + t &* outputStride
+        for r in rowRange {
+            if F.self == Q4_KFormat.self {
+                out[r] = dotQ4_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h)
+            } else {
+                out[r] = dotQ6_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h)
+            }
+        }
+        return true
+        #else
+        return false
+        #endif
+    }
+
+    /// Bytes of per-thread scratch a task needs (4 unpacked rows).
+    static func scratchBytes(columns: Int) -> Int { 4 * (columns / 256) * KRow.bytes }
+
+    /// Computes rows `rowRange` for tokens `tokenRange` (see Block32Kernel.run).
+    @inline(__always)
+    static func run<F: KFormat>(_: F.Type, weight: WeightMatrix, rows rowRange: Range<Int>,
+                                tokens tokenRange: Range<Int>, act: Activations,
+                                output: UnsafeMutablePointer<Float>, outputStride: Int,
+                                scratch: UnsafeMutableRawPointer) {
+        if tokenRange.count == 1 && directDecode,
+           runDirect(F.self, weight: weight, rows: rowRange, token: tokenRange.lowerBound, act: act,
+                     output: output, outputStride: outputStride) {
+            return
+        }
+        let superBlocks = weight.columns / 256
+        let rowStride = superBlocks &* KRow.bytes
+        var r = rowRange.lowerBound
+        while r < rowRange.upperBound {
+            let n = min(4, rowRange.upperBound - r)
+            for i in 0..<n {
+                let src = weight.row(r &+ i)
+                let dst = scratch + i &* rowStride
+                for sb in 0..<superBlocks {
+                    F.unpack(src + sb &* F.blockBytes, dst + sb &* KRow.bytes)
+                }
+            }
+            for t in tokenRange {
+                let aq = act.tokenQuants(t), ad = act.tokenScales(t), bs = act.tokenSums16(t)
+                let out = output + (t &* outputStride &+ r)
+                for i in 0..<n {
+                    out[i] = dot(scratch + i &* rowStride, superBlocks: superBlocks, aq, ad, bs)
+                }
+            }
+            r += 4
+        }
+    }
+}
