@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "Tokenizer", targets: ["Tokenizer"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "ChatTemplate", targets: ["ChatTemplate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,11 +47,13 @@ let package = Package(
         // Shared transformer blocks and one file per architecture.
         .target(name: "Models", dependencies: ["Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
         // Sessions, sampling, the generation loop.
-        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels", "GGUF"]),
+        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels", "GGUF", "ChatTemplate"]),
+        // The Jinja subset that GGUF chat templates are written in.
+        .target(name: "ChatTemplate"),
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Engine",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Engine", "ChatTemplate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -70,6 +73,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["moe"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF"]),
+        .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF", "ChatTemplate"]),
     ]
 )

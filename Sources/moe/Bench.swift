@@ -73,7 +73,7 @@ struct Bench: ParsableCommand {
             fields.append("\"threads\": \(session.pool.threadCount)")
             print("{" + fields.joined(separator: ", ") + "}")
         } else {
-            print("model: \(options.model) (\(model.hyperParameters.architecture)), threads: \(session.pool.threadCount), runs: \(runs)")
+            print("model: \(try options.modelPath()) (\(model.hyperParameters.architecture)), threads: \(session.pool.threadCount), runs: \(runs)")
             if let p { print(String(format: "prefill %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", promptTokens, p, prefillRates.min()!, prefillRates.max()!)) }
             if let d { print(String(format: "decode  %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", generatedTokens, d, decodeRates.min()!, decodeRates.max()!)) }
             print("peak memory: \(formatBytes(peak))")

@@ -6,8 +6,9 @@ import Storage
 
 /// Options shared by every command that runs a model.
 struct ModelOptions: ParsableArguments {
-    @Option(name: [.customShort("m"), .customLong("model")], help: "GGUF model file.")
-    var model: String
+    @Option(name: [.customShort("m"), .customLong("model")],
+            help: "GGUF model file (default: the embedded model, models/\(DefaultModel.fileName)).")
+    var model: String?
 
     @Option(help: "Compute threads (default: the cores this process may use).")
     var threads: Int?
@@ -29,10 +30,22 @@ struct ModelOptions: ParsableArguments {
         return b
     }
 
+    /// The model file: `-m`, or the embedded default model.
+    func modelPath() throws -> String {
+        if let model { return model }
+        guard let path = DefaultModel.locate() else {
+            printError("error: no -m given and the default model (\(DefaultModel.fileName)) was not found; "
+                       + "pass -m FILE or set MOE_DEFAULT_MODEL")
+            throw ExitCode.failure
+        }
+        return path
+    }
+
     /// Loads the model, reporting errors as one line.
     func load() throws -> DecoderModel {
         let preference = try backendPreference()
-        return try runReporting { try DecoderModel.load(path: model, backend: preference) }
+        let path = try modelPath()
+        return try runReporting { try DecoderModel.load(path: path, backend: preference) }
     }
 
     func session(_ model: DecoderModel) -> Session {

@@ -112,3 +112,85 @@ struct CLITests {
         #expect(!r.stderr.contains("Fatal error"), "crashed: \(r.stderr)")
     }
 }
+
+/// `moe chat` in a real terminal: a pseudo-terminal made by util-linux's `script`, so
+/// Ctrl-C goes through the terminal's line discipline as SIGINT, as when a person presses it.
+@Suite("moe chat in a terminal")
+struct ChatTerminalTests {
+    /// Collects everything the terminal shows, from a background reader.
+    final class Screen: @unchecked Sendable {
+        private let lock = NSLock()
+        private var data = Data()
+        func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+        var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+
+        /// Waits until `predicate` holds for the screen text (false after `seconds`).
+        func wait(seconds: Double = 30, _ predicate: (String) -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if predicate(text) { return true }
+                usleep(20_000)
+            }
+            return predicate(text)
+        }
+    }
+
+    @Test func ctrlCStopsTheReplyNotTheProgram() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { return }
+        let model = CLITests.shared.appendingPathComponent("models/tiny-qwen3moe.f16.gguf").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        process.arguments = ["-qfec", "'\(CLITests.executable.path)' chat -m '\(model)' -n 400 --temp 0", "/dev/null"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["MOE_CHAT_PIECE_DELAY_MS"] = "20"
+        process.environment = environment
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        let screen = Screen()
+        output.fileHandleForReading.readabilityHandler = { h in screen.append(h.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let keys = input.fileHandleForWriting
+
+        #expect(screen.wait { $0.contains("> ") }, "no prompt: \(screen.text)")
+        keys.write(Data("Hello\r".utf8))
+        // The reply streams (the echo of "Hello" plus more text), then Ctrl-C stops it.
+        let before = screen.text.count
+        #expect(screen.wait { $0.count > before + 40 }, "no reply: \(screen.text)")
+        keys.write(Data([0x03]))
+        #expect(screen.wait { $0.contains("[stopped]") }, "Ctrl-C did not stop the reply: \(screen.text)")
+        #expect(process.isRunning, "Ctrl-C ended the program")
+
+        keys.write(Data("/reset\r".utf8))
+        #expect(screen.wait { $0.contains("[conversation reset]") }, "\(screen.text)")
+        keys.write(Data([0x04]))  // Ctrl-D at an empty prompt: end of input
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!process.isRunning)
+        #expect(process.terminationStatus == 0)
+    }
+
+    /// Piped input works too: one line per message, replies on stdout.
+    @Test func pipedConversation() throws {
+        let model = CLITests.shared.appendingPathComponent("models/tiny-qwen3moe.f16.gguf").path
+        let process = Process()
+        process.executableURL = CLITests.executable
+        process.arguments = ["chat", "-m", model, "-n", "8", "--temp", "0"]
+        let input = Pipe(), out = Pipe(), err = Pipe()
+        process.standardInput = input
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        input.fileHandleForWriting.write(Data("Hello\n/bogus\nSecond message\n/reset\nThird\n".utf8))
+        try input.fileHandleForWriting.close()
+        let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(e)")
+        #expect(o.split(separator: "\n", omittingEmptySubsequences: false).count >= 3, "three replies: \(o)")
+        #expect(e.contains("unknown command /bogus"))
+        #expect(e.contains("[conversation reset]"))
+    }
+}

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Trains the embedded default model from scratch on CPU (about 1.5 hours on 2 cores):
-#   tools/train/train.sh [WORKDIR] [MINUTES]
+# Trains the embedded default model from scratch on CPU (about 1.5 hours on 2 idle cores):
+#   tools/train/train.sh [WORKDIR] [CPU_MINUTES]
 # installs the Debian text packages and the Python packages it needs, builds the corpus,
 # the tokenizer and the model, then writes models/moe-default.q8_0.gguf, the F16 twin in
 # WORKDIR, the held-out text and the loss plot. Re-running resumes from WORKDIR's files.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work="${1:-.build-train}"
-minutes="${2:-80}"
+cpu_minutes="${2:-160}"
 mkdir -p "$work" models
 
 pkgs=(fortunes fortunes-de fortunes-es fortunes-it bible-kjv bible-kjv-text dict-gcide dict-jargon)
@@ -24,7 +24,7 @@ python3 -c "import jax, optax, tokenizers, gguf, matplotlib" 2>/dev/null \
 [ -s "$work/train.jsonl" ] || python3 tools/train/build_corpus.py --out "$work"
 [ -s "$work/tokenizer.json" ] || python3 tools/train/train.py tokenizer --corpus "$work/train.jsonl" --out "$work/tokenizer.json"
 python3 tools/train/train.py train --corpus "$work/train.jsonl" --tokenizer "$work/tokenizer.json" \
-    --workdir "$work" --minutes "$minutes"
+    --workdir "$work" --cpu-minutes "$cpu_minutes"
 python3 tools/train/train.py export --checkpoint "$work/checkpoint.npz" --tokenizer "$work/tokenizer.json" \
     --out models/moe-default.q8_0.gguf --type q8_0
 python3 tools/train/train.py export --checkpoint "$work/checkpoint.npz" --tokenizer "$work/tokenizer.json" \

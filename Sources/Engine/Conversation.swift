@@ -1,0 +1,147 @@
+import ChatTemplate
+import GGUF
+import Models
+import Tokenizer
+
+/// A multi-turn chat on one session: the messages so far, rendered with the model's own
+/// chat template. Each turn re-renders the whole conversation, keeps the longest prefix of
+/// tokens already in the KV cache and evaluates only the rest.
+public final class Conversation {
+    public let session: Session
+    public let tokenizer: Tokenizer
+    public let template: ChatTemplate
+    /// True when the GGUF had no chat template and ChatML stands in.
+    public let usesFallbackTemplate: Bool
+    public private(set) var messages: [ChatMessage] = []
+    public let systemPrompt: String?
+    /// Tokens whose keys and values are in the cache, in order.
+    private var cached: [Int] = []
+
+    /// Used when a model file carries no `tokenizer.chat_template`.
+    public static let chatMLTemplate = """
+    {%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
+    """
+
+    public init(session: Session, tokenizer: Tokenizer, metadata: GGUFMetadata,
+                systemPrompt: String? = nil) throws(ConversationError) {
+        self.session = session
+        self.tokenizer = tokenizer
+        self.systemPrompt = systemPrompt
+        let source = metadata["tokenizer.chat_template"]?.string
+        usesFallbackTemplate = source == nil
+        do {
+            template = try ChatTemplate(source ?? Self.chatMLTemplate)
+        } catch {
+            throw .template(error)
+        }
+        reset()
+    }
+
+    /// Forgets every turn (the system prompt stays).
+    public func reset() {
+        messages = systemPrompt.map { [.system($0)] } ?? []
+    }
+
+    /// Result of one reply.
+    public struct Reply: Sendable {
+        public var text: String
+        public var stats: GenerationStats
+        /// Prompt tokens that were already in the cache and not recomputed.
+        public var reusedTokens: Int
+        /// Older turns dropped to fit the context.
+        public var droppedMessages: Int
+        public var interrupted: Bool
+    }
+
+    /// Adds `userText` as a user turn and generates the assistant's reply, calling
+    /// `onText` with each decoded piece (return false to stop the reply early).
+    public func reply(to userText: String, maxTokens: Int, sampler: inout Sampler,
+                      onText: (String) -> Bool) throws(ConversationError) -> Reply {
+        let original = messages
+        messages.append(.user(userText))
+        var dropped = 0
+        var prompt = try promptTokens()
+        // Make room for the prompt and at least a short answer by dropping the oldest turns.
+        let room = min(maxTokens, 64)
+        while prompt.count + room > session.cache.capacity {
+            let firstTurn = messages.firstIndex { $0.role != "system" } ?? messages.count
+            guard messages.count - firstTurn > 1 else {
+                messages = original
+                throw .promptTooLong(tokens: prompt.count, context: session.cache.capacity)
+            }
+            messages.remove(at: firstTurn)
+            dropped += 1
+            prompt = try promptTokens()
+        }
+        var common = 0
+        let limit = min(cached.count, prompt.count - 1, session.position)
+        while common < limit && cached[common] == prompt[common] { common += 1 }
+        session.rewind(to: common)
+        cached = Array(cached.prefix(common))
+
+        var decoder = StreamingDecoder(tokenizer: tokenizer, stripLeadingSpace: false)
+        var text = ""
+        var generated: [Int] = []
+        var interrupted = false
+        let stats: GenerationStats
+        do {
+            stats = try session.generate(prompt: Array(prompt[common...]), maxTokens: maxTokens, sampler: &sampler,
+                                         isEndOfGeneration: tokenizer.isEndOfGeneration) { id in
+                generated.append(id)
+                let piece = decoder.append(id)
+                text += piece
+                if !piece.isEmpty && !onText(piece) {
+                    interrupted = true
+                    return false
+                }
+                return true
+            }
+        } catch {
+            messages = original
+            throw .model(error)
+        }
+        let rest = decoder.finish()
+        if !rest.isEmpty {
+            text += rest
+            _ = onText(rest)
+        }
+        cached = Array((prompt + generated).prefix(session.position))
+        messages.append(.assistant(text))
+        return Reply(text: text, stats: stats, reusedTokens: common, droppedMessages: dropped, interrupted: interrupted)
+    }
+
+    /// The conversation so far, rendered with a generation prompt, as tokens.
+    func promptTokens() throws(ConversationError) -> [Int] {
+        let bosText = tokenizer.bos.flatMap { tokenizer.tokenText($0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let eosText = tokenizer.eos.flatMap { tokenizer.tokenText($0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let rendered: String
+        do {
+            rendered = try template.render(messages: messages, addGenerationPrompt: true,
+                                           bosToken: bosText, eosToken: eosText)
+        } catch {
+            throw .template(error)
+        }
+        // Templates that write the BOS text themselves must not get a second one.
+        let addBOS = tokenizer.addsBOS && !(bosText.isEmpty == false && rendered.hasPrefix(bosText))
+        let tokens = tokenizer.encode(rendered, addBOS: addBOS, parseSpecial: true)
+        guard !tokens.isEmpty else { throw .emptyPrompt }
+        return tokens
+    }
+}
+
+public enum ConversationError: Error, CustomStringConvertible {
+    case template(ChatTemplateError)
+    case promptTooLong(tokens: Int, context: Int)
+    case emptyPrompt
+    case model(ModelError)
+
+    public var description: String {
+        switch self {
+        case let .template(e): return "chat template: \(e.description)"
+        case let .promptTooLong(tokens, context):
+            return "the message needs \(tokens) tokens but the context holds \(context); use a larger --ctx or a shorter message"
+        case .emptyPrompt: return "the chat template rendered an empty prompt"
+        case let .model(e): return e.description
+        }
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import Models
+
+/// Perplexity of a token stream, computed the way llama.cpp's `llama-perplexity` does so
+/// that the two agree on the same file: the text is cut into non-overlapping chunks of
+/// `contextLength` tokens, each evaluated from an empty cache (its first token replaced by
+/// BOS when the vocabulary adds one), and only the second half of every chunk is scored,
+/// so each scored token sees at least half a context of history.
+public struct PerplexityEvaluator {
+    public var contextLength: Int
+    /// Score at most this many chunks (nil: all that fit).
+    public var maxChunks: Int?
+    /// Token that replaces each chunk's first token, when the model's vocabulary adds BOS.
+    public var bos: Int?
+
+    public init(contextLength: Int, maxChunks: Int? = nil, bos: Int? = nil) {
+        self.contextLength = contextLength
+        self.maxChunks = maxChunks
+        self.bos = bos
+    }
+
+    /// Chunks `tokens` yields.
+    public func chunkCount(tokens: Int) -> Int {
+        let all = tokens / contextLength
+        return min(all, maxChunks ?? all)
+    }
+
+    /// Scores `tokens`; `progress(done, total, runningPerplexity)` is called after each chunk.
+    public func evaluate(_ tokens: [Int], session: Session,
+                         progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws(PerplexityError) -> PerplexityResult {
+        guard contextLength >= 4 else { throw .contextTooSmall(contextLength) }
+        guard contextLength <= session.cache.capacity else {
+            throw .contextTooLarge(requested: contextLength, capacity: session.cache.capacity)
+        }
+        guard tokens.count >= 2 * contextLength else {
+            throw .notEnoughTokens(have: tokens.count, need: 2 * contextLength, contextLength: contextLength)
+        }
+        let chunks = chunkCount(tokens: tokens.count)
+        let vocabulary = session.model.vocabularySize
+        let first = contextLength / 2
+        var result = PerplexityResult(contextLength: contextLength)
+        var nll = 0.0, nll2 = 0.0
+        for chunk in 0..<chunks {
+            let start = chunk * contextLength
+            var input = Array(tokens[start..<(start + contextLength)])
+            if let bos { input[0] = bos }
+            session.rewind(to: 0)
+            let logits: [Float]
+            do { logits = try session.evaluate(input, logits: .all) } catch { throw .model(error) }
+            var chunkNLL = 0.0
+            logits.withUnsafeBufferPointer { all in
+                for i in first..<(contextLength - 1) {
+                    let row = UnsafeBufferPointer(rebasing: all[(i * vocabulary)..<((i + 1) * vocabulary)])
+                    let v = -logProbability(row, of: tokens[start + i + 1])
+                    chunkNLL += v
+                    nll2 += v * v
+                }
+            }
+            nll += chunkNLL
+            result.scoredTokens += contextLength - 1 - first
+            result.chunkNLL.append(chunkNLL / Double(contextLength - 1 - first))
+            progress(chunk + 1, chunks, exp(nll / Double(result.scoredTokens)))
+        }
+        session.rewind(to: 0)
+        let n = Double(result.scoredTokens)
+        result.meanNLL = nll / n
+        result.perplexity = exp(result.meanNLL)
+        // The standard error of the mean NLL, carried to perplexity as llama.cpp reports it.
+        let variance = nll2 / n - result.meanNLL * result.meanNLL
+        result.perplexityError = variance > 0 && n > 1 ? (variance / (n - 1)).squareRoot() * result.perplexity : 0
+        return result
+    }
+}
+
+/// log p(token) under softmax(row), in double precision.
+@inline(__always)
+func logProbability(_ row: UnsafeBufferPointer<Float>, of token: Int) -> Double {
+    var maximum = -Float.infinity
+    for x in row where x > maximum { maximum = x }
+    var sum = 0.0
+    for x in row { sum += Double(expf(x - maximum)) }
+    return Double(row[token] - maximum) - log(sum)
+}
+
+public struct PerplexityResult: Sendable, Equatable {
+    public var contextLength: Int
+    public var scoredTokens = 0
+    /// Mean negative log-likelihood (nats per token) of each chunk's scored half.
+    public var chunkNLL: [Double] = []
+    public var meanNLL = 0.0
+    public var perplexity = 0.0
+    /// Standard error of the estimate, in perplexity units.
+    public var perplexityError = 0.0
+}
+
+public enum PerplexityError: Error, CustomStringConvertible {
+    case notEnoughTokens(have: Int, need: Int, contextLength: Int)
+    case contextTooSmall(Int)
+    case contextTooLarge(requested: Int, capacity: Int)
+    case model(ModelError)
+
+    public var description: String {
+        switch self {
+        case let .notEnoughTokens(have, need, ctx):
+            return "the text has \(have) tokens; perplexity with a context of \(ctx) needs at least \(need) (2 × context)"
+        case let .contextTooSmall(n):
+            return "a perplexity context of \(n) tokens is too small (at least 4)"
+        case let .contextTooLarge(requested, capacity):
+            return "a perplexity context of \(requested) tokens exceeds the model's context of \(capacity)"
+        case let .model(e):
+            return e.description
+        }
+    }
+}
