@@ -45,7 +45,15 @@ struct ModelOptions: ParsableArguments {
     func load() throws -> DecoderModel {
         let preference = try backendPreference()
         let path = try modelPath()
-        return try runReporting { try DecoderModel.load(path: path, backend: preference) }
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        var bar: ProgressBar?
+        defer { bar?.finish() }
+        return try runReporting {
+            try DecoderModel.load(path: path, backend: preference) { done, total in
+                if bar == nil { bar = ProgressBar("loading \(name)", total: Int(total >> 20)) }
+                bar?.update(Int(done >> 20), detail: "MiB")
+            }
+        }
     }
 
     func session(_ model: DecoderModel) -> Session {
