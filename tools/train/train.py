@@ -220,7 +220,8 @@ def cmd_train(args):
         if elapsed >= budget:
             break
         frac = elapsed / budget
-        warm = min(1.0, (step_i + 1) / args.warmup)
+        # Warm up at the start and again after a resume (the optimizer moments start afresh).
+        warm = min(1.0, (step_i - start_step + 1) / (args.warmup if start_step == 0 else 20))
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         starts = rng.integers(0, len(data) - T - 1, size=args.batch)
         batch = jnp.asarray(np.stack([data[s:s + T + 1] for s in starts]))

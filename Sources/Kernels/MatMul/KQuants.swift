@@ -285,6 +285,57 @@ enum KQuantKernel {
     }
 
     #if arch(x86_64) && !MOE_PORTABLE_SIMD
+    /// Products of unpacked rows `w` and `w + rowStride` with tokens `token` and `token + 1`:
+    /// (row0·t0, row1·t0, row0·t1, row1·t1). Same arithmetic as `dot`, so results are equal.
+    @inline(__always)
+    static func dot2x2(_ w: UnsafeRawPointer, rowStride: Int, superBlocks: Int, act: Activations,
+                       token: Int) -> (Float, Float, Float, Float) {
+        let aq0 = UnsafeRawPointer(act.tokenQuants(token)), aq1 = UnsafeRawPointer(act.tokenQuants(token &+ 1))
+        let ad0 = act.tokenScales(token), ad1 = act.tokenScales(token &+ 1)
+        let bs0 = act.tokenSums16(token), bs1 = act.tokenSums16(token &+ 1)
+        let w1 = w + rowStride
+        var f00 = _mm256_setzero_ps(), f10 = _mm256_setzero_ps()
+        var f01 = _mm256_setzero_ps(), f11 = _mm256_setzero_ps()
+        for sb in 0..<superBlocks {
+            let k0 = w + sb &* KRow.bytes
+            let k1 = w1 + sb &* KRow.bytes
+            let a0 = aq0 + sb &* 256
+            let a1 = aq1 + sb &* 256
+            var i00 = _mm256_setzero_si256(), i10 = _mm256_setzero_si256()
+            var i01 = _mm256_setzero_si256(), i11 = _mm256_setzero_si256()
+            for c in 0..<8 {
+                let q0 = k0.load(fromByteOffset: c &* 32, as: __m256i.self)
+                let q1 = k1.load(fromByteOffset: c &* 32, as: __m256i.self)
+                let s0 = k0.load(fromByteOffset: KRow.scalesOffset &+ c &* 32, as: __m256i.self)
+                let s1 = k1.load(fromByteOffset: KRow.scalesOffset &+ c &* 32, as: __m256i.self)
+                let x0 = _mm256_loadu_si256(a0.advanced(by: c &* 32).assumingMemoryBound(to: __m256i.self))
+                let x1 = _mm256_loadu_si256(a1.advanced(by: c &* 32).assumingMemoryBound(to: __m256i.self))
+                i00 = _mm256_add_epi32(i00, _mm256_madd_epi16(_mm256_maddubs_epi16(q0, x0), s0))
+                i10 = _mm256_add_epi32(i10, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, x0), s1))
+                i01 = _mm256_add_epi32(i01, _mm256_madd_epi16(_mm256_maddubs_epi16(q0, x1), s0))
+                i11 = _mm256_add_epi32(i11, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, x1), s1))
+            }
+            let mc0 = k0.load(fromByteOffset: KRow.minsOffset, as: __m256i.self)
+            let mc1 = k1.load(fromByteOffset: KRow.minsOffset, as: __m256i.self)
+            let b0 = _mm256_loadu_si256(UnsafeRawPointer(bs0 + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let b1 = _mm256_loadu_si256(UnsafeRawPointer(bs1 + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let d0 = k0.load(fromByteOffset: KRow.dOffset, as: Float.self)
+            let d1 = k1.load(fromByteOffset: KRow.dOffset, as: Float.self)
+            let dc0 = k0.load(fromByteOffset: KRow.dcOffset, as: Float.self)
+            let dc1 = k1.load(fromByteOffset: KRow.dcOffset, as: Float.self)
+            let da0 = ad0[sb], da1 = ad1[sb]
+            f00 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i00), _mm256_set1_ps(d0 * da0), f00)
+            f00 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mc0, b0)), _mm256_set1_ps(dc0 * da0), f00)
+            f10 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i10), _mm256_set1_ps(d1 * da0), f10)
+            f10 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mc1, b0)), _mm256_set1_ps(dc1 * da0), f10)
+            f01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i01), _mm256_set1_ps(d0 * da1), f01)
+            f01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mc0, b1)), _mm256_set1_ps(dc0 * da1), f01)
+            f11 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i11), _mm256_set1_ps(d1 * da1), f11)
+            f11 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mc1, b1)), _mm256_set1_ps(dc1 * da1), f11)
+        }
+        return (f00.sum(), f10.sum(), f01.sum(), f11.sum())
+    }
+
     @inline(__always)
     static func hsum(_ v: __m256) -> Float { v.sum() }
 
@@ -445,12 +496,36 @@ enum KQuantKernel {
                     F.unpack(src + sb &* F.blockBytes, dst + sb &* KRow.bytes)
                 }
             }
-            for t in tokenRange {
+            var t = tokenRange.lowerBound
+            #if arch(x86_64) && !MOE_PORTABLE_SIMD
+            // Two tokens against two rows at a time: every load of quants, scales and
+            // activations serves two products.
+            while t &+ 1 < tokenRange.upperBound {
+                let out0 = output + (t &* outputStride &+ r)
+                let out1 = output + ((t &+ 1) &* outputStride &+ r)
+                var i = 0
+                while i &+ 1 < n {
+                    let p = dot2x2(scratch + i &* rowStride, rowStride: rowStride, superBlocks: superBlocks,
+                                   act: act, token: t)
+                    out0[i] = p.0; out0[i &+ 1] = p.1; out1[i] = p.2; out1[i &+ 1] = p.3
+                    i &+= 2
+                }
+                if i < n {
+                    let w = scratch + i &* rowStride
+                    out0[i] = dot(w, superBlocks: superBlocks, act.tokenQuants(t), act.tokenScales(t), act.tokenSums16(t))
+                    out1[i] = dot(w, superBlocks: superBlocks, act.tokenQuants(t &+ 1), act.tokenScales(t &+ 1),
+                                  act.tokenSums16(t &+ 1))
+                }
+                t &+= 2
+            }
+            #endif
+            while t < tokenRange.upperBound {
                 let aq = act.tokenQuants(t), ad = act.tokenScales(t), bs = act.tokenSums16(t)
                 let out = output + (t &* outputStride &+ r)
                 for i in 0..<n {
                     out[i] = dot(scratch + i &* rowStride, superBlocks: superBlocks, aq, ad, bs)
                 }
+                t &+= 1
             }
             r += 4
         }
