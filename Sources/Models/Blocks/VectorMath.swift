@@ -76,7 +76,11 @@ public enum VectorMath {
     @inline(__always)
     public static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
         let clamped = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
-        let n = (clamped * 1.442695041).rounded(.toNearestOrEven)
+        // Round to the nearest integer by adding 1.5·2^23: the sum's low mantissa bits then
+        // hold n exactly (|n| ≤ 127), so no generic, per-lane float-to-int conversion is needed.
+        let magic: Float = 12_582_912
+        let shifted = clamped * 1.442695041 + magic
+        let n = shifted - magic
         let r = clamped - n * 0.693359375 + n * 2.12194440e-4
         var p = SIMD8<Float>(repeating: 1.0 / 720)
         p = p * r + 1.0 / 120
@@ -85,7 +89,7 @@ public enum VectorMath {
         p = p * r + 0.5
         p = p * r + 1
         p = p * r + 1
-        let bits = (SIMD8<Int32>(n) &+ 127) &<< 23
+        let bits = (unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
         return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
     }
 
