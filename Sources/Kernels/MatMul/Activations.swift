@@ -5,7 +5,7 @@ import _Builtin_intrinsics.intel
 /// The upper 128 bits (`_mm256_extractf128_si256` is a macro Swift cannot import).
 @inline(__always)
 func _mm256_extractf128_si256_1(_ v: __m256i) -> __m128i {
-    let w = unsafeBitCast(v, to: SIMD4<Int64>.self)
+    let w = v
     return SIMD2<Int64>(w[2], w[3])
 }
 #endif

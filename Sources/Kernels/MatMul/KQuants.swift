@@ -341,7 +341,7 @@ enum KQuantKernel {
 
     @inline(__always)
     static func halves(_ v: __m256i) -> (__m128i, __m128i) {
-        let w = unsafeBitCast(v, to: SIMD4<Int64>.self)
+        let w = v
         return (SIMD2<Int64>(w[0], w[1]), SIMD2<Int64>(w[2], w[3]))
     }
 
