@@ -60,7 +60,8 @@ public final class Conversation {
         let original = messages
         messages.append(.user(userText))
         var dropped = 0
-        var prompt = try promptTokens()
+        var prompt: [Int]
+        do { prompt = try promptTokens() } catch { messages = original; throw error }
         // Make room for the prompt and at least a short answer by dropping the oldest turns.
         let room = min(maxTokens, 64)
         while prompt.count + room > session.cache.capacity {
@@ -71,7 +72,7 @@ public final class Conversation {
             }
             messages.remove(at: firstTurn)
             dropped += 1
-            prompt = try promptTokens()
+            do { prompt = try promptTokens() } catch { messages = original; throw error }
         }
         var common = 0
         let limit = min(cached.count, prompt.count - 1, session.position)

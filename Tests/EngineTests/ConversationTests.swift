@@ -125,3 +125,34 @@ struct PerplexityTests {
         }
     }
 }
+
+@Suite("Conversation with a strict template")
+struct StrictTemplateConversationTests {
+    /// A template that raises (Mistral-style role alternation) gives a clear error and leaves
+    /// the history as it was, so the next message works.
+    @Test func templateErrorsLeaveTheHistoryIntact() throws {
+        let strict = """
+        {%- for message in messages %}{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\
+        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif %}\
+        {{- '[' + message['role'] + '] ' + message['content'] + '\\n' }}{%- endfor %}\
+        {%- if add_generation_prompt %}{{- '[assistant] ' }}{%- endif %}
+        """
+        var metadata = try GGUFFile.open(path: ConversationTests.modelPath).metadata
+        metadata["tokenizer.chat_template"] = .string(GGUFString(strict))
+        let model = try DecoderModel.load(path: ConversationTests.modelPath)
+        let tokenizer = try Tokenizer(metadata: metadata)
+        let session = Session(model: model, contextLength: 256, threads: 2)
+        let withSystem = try Conversation(session: session, tokenizer: tokenizer, metadata: metadata,
+                                          systemPrompt: "A system prompt breaks the alternation")
+        var sampler = Sampler(.greedy)
+        #expect(throws: ConversationError.self) {
+            try withSystem.reply(to: "Hi", maxTokens: 3, sampler: &sampler) { _ in true }
+        }
+        #expect(withSystem.messages == [.system("A system prompt breaks the alternation")])
+
+        let plain = try Conversation(session: session, tokenizer: tokenizer, metadata: metadata)
+        let reply = try plain.reply(to: "Hi", maxTokens: 3, sampler: &sampler) { _ in true }
+        #expect(reply.stats.generatedTokens > 0)
+        #expect(plain.messages.map(\.role) == ["user", "assistant"])
+    }
+}
