@@ -16,6 +16,9 @@ public final class Conversation {
     public let systemPrompt: String?
     /// Tokens whose keys and values are in the cache, in order.
     private var cached: [Int] = []
+    /// The texts templates receive as `bos_token` and `eos_token`.
+    private let bosText: String
+    private let eosText: String
 
     /// Used when a model file carries no `tokenizer.chat_template`.
     public static let chatMLTemplate = """
@@ -27,6 +30,11 @@ public final class Conversation {
         self.session = session
         self.tokenizer = tokenizer
         self.systemPrompt = systemPrompt
+        func text(_ id: Int?) -> String {
+            id.flatMap { tokenizer.tokenText($0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        }
+        bosText = text(tokenizer.bos)
+        eosText = text(tokenizer.eos)
         let source = metadata["tokenizer.chat_template"]?.string
         usesFallbackTemplate = source == nil
         do {
@@ -59,20 +67,12 @@ public final class Conversation {
                       onText: (String) -> Bool) throws(ConversationError) -> Reply {
         let original = messages
         messages.append(.user(userText))
-        var dropped = 0
-        var prompt: [Int]
-        do { prompt = try promptTokens() } catch { messages = original; throw error }
-        // Make room for the prompt and at least a short answer by dropping the oldest turns.
-        let room = min(maxTokens, 64)
-        while prompt.count + room > session.cache.capacity {
-            let firstTurn = messages.firstIndex { $0.role != "system" } ?? messages.count
-            guard messages.count - firstTurn > 1 else {
-                messages = original
-                throw .promptTooLong(tokens: prompt.count, context: session.cache.capacity)
-            }
-            messages.remove(at: firstTurn)
-            dropped += 1
-            do { prompt = try promptTokens() } catch { messages = original; throw error }
+        let prompt: [Int], dropped: Int
+        do {
+            (prompt, dropped) = try promptFittingContext(room: min(maxTokens, 64))
+        } catch {
+            messages = original
+            throw error
         }
         var common = 0
         let limit = min(cached.count, prompt.count - 1, session.position)
@@ -111,10 +111,25 @@ public final class Conversation {
         return Reply(text: text, stats: stats, reusedTokens: common, droppedMessages: dropped, interrupted: interrupted)
     }
 
+    /// The prompt tokens, after dropping the oldest turns (the system prompt stays) until
+    /// they leave `room` tokens of context for the answer; also how many were dropped.
+    private func promptFittingContext(room: Int) throws(ConversationError) -> ([Int], Int) {
+        var prompt = try promptTokens()
+        var dropped = 0
+        while prompt.count + room > session.cache.capacity {
+            let firstTurn = messages.firstIndex { $0.role != "system" } ?? messages.count
+            guard messages.count - firstTurn > 1 else {
+                throw .promptTooLong(tokens: prompt.count, context: session.cache.capacity)
+            }
+            messages.remove(at: firstTurn)
+            dropped += 1
+            prompt = try promptTokens()
+        }
+        return (prompt, dropped)
+    }
+
     /// The conversation so far, rendered with a generation prompt, as tokens.
     func promptTokens() throws(ConversationError) -> [Int] {
-        let bosText = tokenizer.bos.flatMap { tokenizer.tokenText($0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let eosText = tokenizer.eos.flatMap { tokenizer.tokenText($0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
         let rendered: String
         do {
             rendered = try template.render(messages: messages, addGenerationPrompt: true,
@@ -123,7 +138,7 @@ public final class Conversation {
             throw .template(error)
         }
         // Templates that write the BOS text themselves must not get a second one.
-        let addBOS = tokenizer.addsBOS && !(bosText.isEmpty == false && rendered.hasPrefix(bosText))
+        let addBOS = tokenizer.addsBOS && (bosText.isEmpty || !rendered.hasPrefix(bosText))
         let tokens = tokenizer.encode(rendered, addBOS: addBOS, parseSpecial: true)
         guard !tokens.isEmpty else { throw .emptyPrompt }
         return tokens

@@ -38,6 +38,7 @@ public struct PerplexityEvaluator {
         let chunks = chunkCount(tokens: tokens.count)
         let vocabulary = session.model.vocabularySize
         let first = contextLength / 2
+        let scoredPerChunk = contextLength - 1 - first
         var result = PerplexityResult(contextLength: contextLength)
         var nll = 0.0, nll2 = 0.0
         for chunk in 0..<chunks {
@@ -57,8 +58,8 @@ public struct PerplexityEvaluator {
                 }
             }
             nll += chunkNLL
-            result.scoredTokens += contextLength - 1 - first
-            result.chunkNLL.append(chunkNLL / Double(contextLength - 1 - first))
+            result.scoredTokens += scoredPerChunk
+            result.chunkNLL.append(chunkNLL / Double(scoredPerChunk))
             progress(chunk + 1, chunks, exp(nll / Double(result.scoredTokens)))
         }
         session.rewind(to: 0)

@@ -93,7 +93,8 @@ extension Session {
 }
 
 extension Duration {
-    var seconds: Double {
+    /// The duration in seconds, as a Double (for rates and reports).
+    public var seconds: Double {
         let c = components
         return Double(c.seconds) + Double(c.attoseconds) * 1e-18
     }

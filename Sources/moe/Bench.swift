@@ -42,7 +42,7 @@ struct Bench: ParsableCommand {
             let ids = (0..<promptTokens).map { _ in Int.random(in: 0..<vocab, using: &rng) }
             let start = clock.now
             _ = try runReporting { try session.evaluate(ids, logits: .last) }
-            return Double(promptTokens) / (clock.now - start).secondsValue
+            return Double(promptTokens) / (clock.now - start).seconds
         }
         func decode() throws -> Double {
             session.rewind(to: 0)
@@ -52,7 +52,7 @@ struct Bench: ParsableCommand {
                 let logits = try runReporting { try session.evaluate([token], logits: .last) }
                 token = logits.indices.max(by: { logits[$0] < logits[$1] }) ?? 0
             }
-            return Double(generatedTokens) / (clock.now - start).secondsValue
+            return Double(generatedTokens) / (clock.now - start).seconds
         }
         // One untimed warm-up of each test (page faults, thread start-up).
         if promptTokens > 0 { _ = try prefill() }
@@ -85,11 +85,4 @@ func median(_ values: [Double]) -> Double? {
     guard !values.isEmpty else { return nil }
     let s = values.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-
-extension Duration {
-    var secondsValue: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
 }

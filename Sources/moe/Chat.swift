@@ -60,7 +60,7 @@ struct Chat: ParsableCommand {
         var sampler = Sampler(sampling.parameters)
         // Pace between streamed pieces, to rehearse a slow device (the terminal tests use it
         // to have time to press Ctrl-C mid-reply).
-        let pace = UInt32(ProcessInfo.processInfo.environment["MOE_CHAT_PIECE_DELAY_MS"].flatMap { UInt32($0) } ?? 0)
+        let pace = ProcessInfo.processInfo.environment["MOE_CHAT_PIECE_DELAY_MS"].flatMap { UInt32($0) } ?? 0
         if interactive {
             printError("moe chat: \(session.model.hyperParameters.architecture), context \(session.cache.capacity) tokens. "
                        + "/help for commands, Ctrl-D to quit.")
@@ -71,7 +71,7 @@ struct Chat: ParsableCommand {
             let text = line.trimmingCharacters(in: .whitespaces)
             if text.isEmpty { continue }
             if text.hasPrefix("/") {
-                if try !command(text, conversation: conversation, sampler: &sampler) { break }
+                if !command(text, conversation: conversation, sampler: &sampler) { break }
                 continue
             }
             interruptRequested.store(false, ordering: .relaxed)
@@ -105,7 +105,7 @@ struct Chat: ParsableCommand {
     }
 
     /// Runs a slash command; false means quit.
-    private func command(_ text: String, conversation: Conversation, sampler: inout Sampler) throws -> Bool {
+    private func command(_ text: String, conversation: Conversation, sampler: inout Sampler) -> Bool {
         let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
         switch parts[0] {
         case "/exit", "/quit", "/bye":
@@ -155,6 +155,7 @@ private func installInterruptHandler() {
 struct LineReader {
     let fd: Int32
     private var buffer: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 4096)
     private var atEnd = false
 
     init(fd: Int32) { self.fd = fd }
@@ -174,7 +175,6 @@ struct LineReader {
                 defer { buffer.removeAll() }
                 return String(decoding: buffer, as: UTF8.self)
             }
-            var chunk = [UInt8](repeating: 0, count: 4096)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 buffer += chunk[..<n]

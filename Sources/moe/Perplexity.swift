@@ -73,10 +73,3 @@ struct Perplexity: ParsableCommand {
         }
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
-}

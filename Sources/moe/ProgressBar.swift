@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -27,8 +28,7 @@ final class ProgressBar {
         let fraction = min(1, Double(done) / Double(total))
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let elapsed = (now - started).components
-        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
+        let seconds = (now - started).seconds
         let eta = fraction > 0 ? seconds / fraction - seconds : 0
         let line = String(format: "\r%@ %@ %3.0f%% %d/%d  %@  %.0fs left\u{1B}[K",
                           title, bar, fraction * 100, done, total, detail, eta)

@@ -102,7 +102,7 @@ def dict_entries(name):
 def clean_gcide(body):
     """Turns a GCIDE entry into readable text: drops pronunciation marks and source tags."""
     body = re.sub(r"\[(1913 Webster|PJC|AS|WordNet 1\.5|Century Dict\.|Webster 1913 Suppl\.)\]", "", body)
-    body = re.sub(r"\\([^\\\n]*)\\", lambda m: "", body, count=1)  # the \Pro*nun"ci*a`tion\ field
+    body = re.sub(r"\\([^\\\n]*)\\", "", body, count=1)  # the \Pro*nun"ci*a`tion\ field
     body = body.replace("{", "").replace("}", "")
     body = re.sub(r"[ \t]+", " ", body)
     body = re.sub(r"\n\s*\n+", "\n", body)

@@ -162,7 +162,7 @@ def forward(params, tokens, c, capacity_factor):
         y = jnp.concatenate([y, jnp.zeros((1, d), y.dtype)])
         out = (y[slot] * (w.reshape(-1) * keep)[:, None]).reshape(N, K, d).sum(axis=1)
         x = x + out.reshape(B, T, d)
-        frac = jnp.mean(onehot.astype(jnp.float32), axis=0) * K / K
+        frac = jnp.mean(onehot.astype(jnp.float32), axis=0)
         aux = aux + E * jnp.sum(frac * jnp.mean(probs, axis=0))
         zloss = zloss + jnp.mean(jax.nn.logsumexp(logits, axis=-1) ** 2)
     x = rms(x, params["output_norm"])
@@ -179,7 +179,6 @@ def cmd_train(args):
     T = c["context"]
     rng = np.random.default_rng(args.seed)
 
-    lr_value = jnp.asarray(0.0)
     opt = optax.chain(optax.clip_by_global_norm(1.0),
                       optax.inject_hyperparams(optax.adamw)(learning_rate=args.lr, b1=0.9, b2=0.95,
                                                             weight_decay=0.1))
@@ -267,7 +266,6 @@ def load_checkpoint(path, like):
 
 def cmd_export(args):
     import gguf
-    from tokenizers import Tokenizer
     c = CONFIG
     z = np.load(args.checkpoint)
     tok = json.load(open(args.tokenizer, encoding="utf-8"))
