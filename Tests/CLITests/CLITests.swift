@@ -140,7 +140,9 @@ struct ChatTerminalTests {
         let model = CLITests.shared.appendingPathComponent("models/tiny-qwen3moe.f16.gguf").path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-        process.arguments = ["-qfec", "'\(CLITests.executable.path)' chat -m '\(model)' -n 400 --temp 0", "/dev/null"]
+        // `exec`: script runs the command through $SHELL; a shell left waiting in between (dash
+        // as /bin/sh) also gets the terminal's SIGINT and would end with status 130 after us.
+        process.arguments = ["-qfec", "exec '\(CLITests.executable.path)' chat -m '\(model)' -n 400 --temp 0", "/dev/null"]
         var environment = ProcessInfo.processInfo.environment
         environment["MOE_CHAT_PIECE_DELAY_MS"] = "20"
         process.environment = environment
