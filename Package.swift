@@ -46,14 +46,17 @@ let package = Package(
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
         // Shared transformer blocks and one file per architecture.
         .target(name: "Models", dependencies: ["Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
+        // Expert offloading: layout of experts in a file (plain GGUF or pack), the NUMA-aware
+        // pool, cache policies, the on-demand loader and the packer.
+        .target(name: "Experts", dependencies: ["Models", "Kernels", "GGUF", "Storage", "CSystem"]),
         // Sessions, sampling, the generation loop.
-        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels", "GGUF", "ChatTemplate"]),
+        .target(name: "Engine", dependencies: ["Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate"]),
         // The Jinja subset that GGUF chat templates are written in.
         .target(name: "ChatTemplate"),
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Engine", "ChatTemplate",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Experts", "Engine", "ChatTemplate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -70,6 +73,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "CSystem"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF"]),
+        .testTarget(name: "ExpertsTests", dependencies: ["Experts", "Models", "Kernels", "GGUF", "Storage"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["moe"]),

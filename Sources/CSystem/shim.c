@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <errno.h>
 #include <string.h>
+#include <sched.h>
 
 int moe_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags) {
     return io_uring_queue_init(entries, ring, flags);
@@ -121,4 +122,28 @@ int moe_madvise_populate_write(void *addr, size_t length) {
     (void)addr; (void)length;
     return -EINVAL;
 #endif
+}
+
+int moe_set_cpu_affinity(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return -EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : -errno;
+}
+
+int moe_get_cpu_affinity(int *cpus, int max) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -errno;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &set)) {
+            if (n < max) cpus[n] = c;
+            n++;
+        }
+    }
+    return n;
 }

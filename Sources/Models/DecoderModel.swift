@@ -41,15 +41,15 @@ public final class DecoderModel: @unchecked Sendable {
     public let outputNorm: UnsafePointer<Float>
     public let output: WeightMatrix
     public let rope: RoPE
-    /// Where MoE layers get their experts; nil for dense models.
+    /// Where MoE layers get their experts; nil for dense models. Set by the loader: the
+    /// resident provider, or an offloading one.
     public var experts: ExpertProvider?
     public var vocabularySize: Int { hyperParameters.vocabularySize }
     public var hidden: Int { hyperParameters.embeddingLength }
 
     /// Token embedding, final norm and output projection are common to every architecture;
     /// a missing `output.weight` means it is tied to the token embedding.
-    public init(_ hp: HyperParameters, _ w: WeightStore, layers: [DecoderLayer], rope: RoPE,
-                experts: ExpertProvider?) throws(ModelError) {
+    public init(_ hp: HyperParameters, _ w: WeightStore, layers: [DecoderLayer], rope: RoPE) throws(ModelError) {
         hyperParameters = hp
         weights = w
         let embedding = try w.matrix("token_embd.weight", rows: hp.vocabularySize, columns: hp.embeddingLength)
@@ -65,7 +65,6 @@ public final class DecoderModel: @unchecked Sendable {
             output = embedding
         }
         self.rope = rope
-        self.experts = experts
     }
 
     /// A cache sized for this model.
@@ -86,6 +85,7 @@ public final class DecoderModel: @unchecked Sendable {
         guard cache.count + n <= cache.capacity else {
             throw .contextOverflow(needed: cache.count + n, capacity: cache.capacity)
         }
+        experts?.beginBatch(tokens: n)
         let h = hidden
         let x = workspace.floats(Slot.hidden, count: n * h)
         let normed = workspace.floats(Slot.normed, count: n * h)

@@ -14,24 +14,35 @@ public struct ExpertWeights: @unchecked Sendable {
 }
 
 /// Where a MoE layer gets the weights of the experts its router selected. The layer never
-/// assumes experts are resident: it asks for exactly the experts it needs and hands them
-/// back when done, so an offloading provider can load missing experts and never evict one
-/// that is in use.
+/// assumes experts are resident: it names the experts it needs and computes on each group
+/// the provider hands it, as soon as that group is ready. An offloading provider can so
+/// compute on resident experts while the missing ones load, run a selection larger than
+/// its pool in waves, and never evict an expert in use (a group is in use only during the
+/// call that receives it).
 public protocol ExpertProvider: AnyObject {
-    /// Makes `experts` of `layer` available and returns their weights in the same order.
-    /// They stay valid until `release(layer:experts:)`.
-    func acquire(layer: Int, experts: [Int]) throws(ModelError) -> [ExpertWeights]
-    /// Hands back what `acquire` returned.
-    func release(layer: Int, experts: [Int])
+    /// Makes each of `experts` (distinct ids) of `layer` available and calls `compute` with
+    /// groups of them: positions into `experts` and their weights, in matching order. Every
+    /// position is passed exactly once; the weights are valid only during that call.
+    /// `importance` holds, per position, the largest routing weight given to that expert.
+    func withExperts(layer: Int, experts: [Int], importance: [Float],
+                     compute: (_ positions: [Int], _ weights: [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError)
+
+    /// Called once per forward pass, before the first layer, with the number of tokens in
+    /// the batch (statistics and prefetch use it).
+    func beginBatch(tokens: Int)
 }
 
-/// Every expert already in memory (the whole file was read): acquiring is a lookup.
+extension ExpertProvider {
+    public func beginBatch(tokens: Int) {}
+}
+
+/// Every expert already in memory (the whole file was read): one group, no waiting.
 public final class ResidentExpertProvider: ExpertProvider {
     private let layers: [[ExpertWeights]]
 
     public init(layers: [[ExpertWeights]]) { self.layers = layers }
 
-    /// Views the stacked `blk.N.ffn_{gate,up,down}_exps.weight` tensors of every layer.
+    /// Views the stacked `blk.N.ffn_{gate,up,down}_exps.weight` tensors of every MoE layer.
     public convenience init(_ w: WeightStore, _ hp: HyperParameters) throws(ModelError) {
         var layers: [[ExpertWeights]] = []
         for l in 0..<hp.blockCount {
@@ -45,9 +56,8 @@ public final class ResidentExpertProvider: ExpertProvider {
         self.init(layers: layers)
     }
 
-    public func acquire(layer: Int, experts: [Int]) throws(ModelError) -> [ExpertWeights] {
-        experts.map { layers[layer][$0] }
+    public func withExperts(layer: Int, experts: [Int], importance: [Float],
+                            compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError) {
+        try compute(Array(experts.indices), experts.map { layers[layer][$0] })
     }
-
-    public func release(layer: Int, experts: [Int]) {}
 }

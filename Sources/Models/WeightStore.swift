@@ -10,35 +10,71 @@ import Storage
 public final class WeightStore: @unchecked Sendable {
     public let file: GGUFFile
     private let buffer: AlignedBuffer
-    /// File offset of `buffer`'s first byte (the data section's start, rounded down to a page).
-    private let bufferFileOffset: UInt64
+    /// Where each loaded tensor's first byte sits in `buffer`.
+    private let bufferOffsets: [String: Int]
+    /// Bytes of tensor data held in memory (what was read, page rounding included).
+    public var residentBytes: Int { buffer.count }
     /// F32 copies of small vectors stored in other types (norms, biases), kept alive here.
     private var converted: [String: UnsafeMutableBufferPointer<Float>] = [:]
 
-    /// Reads every tensor of `file` from `backend`.
-    public init(file: GGUFFile, backend: any StorageBackend,
+    /// Reads the tensors of `file` from `backend`, except those `skip` names (an offloading
+    /// runtime skips the experts, which it loads on demand).
+    public init(file: GGUFFile, backend: any StorageBackend, skip: (GGUFTensorInfo) -> Bool = { _ in false },
                 progress: ((_ done: UInt64, _ total: UInt64) -> Void)? = nil) throws(ModelError) {
         self.file = file
-        let start = file.dataOffset & ~UInt64(AlignedBuffer.minimumAlignment - 1)
-        let end = file.tensors.map { $0.absoluteOffset + $0.byteCount }.max() ?? file.dataOffset
-        let total = end - start
-        guard total <= UInt64(Int.max / 2) else { throw .file("tensor data of \(total) bytes does not fit in memory") }
+        // Runs of adjacent loaded tensors, each read as one page-aligned range so the reads
+        // go straight into the buffer with O_DIRECT.
+        let page = UInt64(AlignedBuffer.minimumAlignment)
+        let loaded = file.tensors.filter { !skip($0) }.sorted { $0.absoluteOffset < $1.absoluteOffset }
+        var runs: [(start: UInt64, end: UInt64)] = []
+        for t in loaded {
+            let start = t.absoluteOffset & ~(page - 1)
+            let end = t.absoluteOffset + t.byteCount
+            if let last = runs.last, start <= (last.end + page - 1) & ~(page - 1) {
+                runs[runs.count - 1].end = max(last.end, end)
+            } else {
+                runs.append((start, end))
+            }
+        }
+        var offsets: [String: Int] = [:]
+        var runOffsets: [Int] = []
+        var total = 0
+        for r in runs {
+            runOffsets.append(total)
+            let length = r.end - r.start
+            guard length <= UInt64(Int.max / 4) else { throw .file("tensor data of \(length) bytes does not fit in memory") }
+            total += (Int(length) + Int(page) - 1) & ~(Int(page) - 1)
+        }
+        for t in loaded {
+            // The run holding t: the last one starting at or before it.
+            var lo = 0, hi = runs.count - 1
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if runs[mid].start <= t.absoluteOffset { lo = mid } else { hi = mid - 1 }
+            }
+            offsets[t.name] = runOffsets[lo] + Int(t.absoluteOffset - runs[lo].start)
+        }
         do {
-            buffer = try AlignedBuffer(byteCount: Int(total))
+            buffer = try AlignedBuffer(byteCount: total)
         } catch {
             throw .storage("cannot allocate \(total) bytes for the weights: \(error)")
         }
-        bufferFileOffset = start
-        // Requests of 8 MiB, a window of them in flight: sequential, aligned, fast.
+        bufferOffsets = offsets
+        // Requests of at most 8 MiB, a window of them in flight: sequential, aligned, fast.
         let chunk = 8 << 20
         var requests: [ReadRequest] = []
-        var offset = 0
-        while offset < Int(total) {
-            let length = min(chunk, Int(total) - offset)
-            requests.append(ReadRequest(offset: start + UInt64(offset), length: length,
-                                        destination: buffer.baseAddress + offset, tag: UInt64(requests.count)))
-            offset += length
+        for (r, run) in runs.enumerated() {
+            var offset = 0
+            let length = Int(run.end - run.start)
+            while offset < length {
+                let n = min(chunk, length - offset)
+                requests.append(ReadRequest(offset: run.start + UInt64(offset), length: n,
+                                            destination: buffer.baseAddress + runOffsets[r] + offset,
+                                            tag: UInt64(requests.count)))
+                offset += n
+            }
         }
+        let totalToRead = requests.reduce(UInt64(0)) { $0 + UInt64($1.length) }
         do {
             let window = 32
             var next = 0
@@ -48,7 +84,7 @@ public final class WeightStore: @unchecked Sendable {
                 try backend.readBatch(batch)
                 next += batch.count
                 done += batch.reduce(0) { $0 + UInt64($1.length) }
-                progress?(done, total)
+                progress?(done, totalToRead)
             }
         } catch {
             throw .storage("\(backend.path): \(error)")
@@ -61,14 +97,20 @@ public final class WeightStore: @unchecked Sendable {
 
     public func info(_ name: String) -> GGUFTensorInfo? { file.tensor(named: name) }
     public func contains(_ name: String) -> Bool { file.tensor(named: name) != nil }
+    /// Whether the tensor's data was read (false for tensors skipped at load).
+    public func isLoaded(_ name: String) -> Bool { bufferOffsets[name] != nil }
 
-    /// Address of a tensor's first byte in memory.
+    /// Address of a loaded tensor's first byte in memory.
     public func address(of info: GGUFTensorInfo) -> UnsafeRawPointer {
-        UnsafeRawPointer(buffer.baseAddress + Int(info.absoluteOffset - bufferFileOffset))
+        guard let offset = bufferOffsets[info.name] else {
+            preconditionFailure("tensor \(info.name) was not loaded; lookup checks this first")
+        }
+        return UnsafeRawPointer(buffer.baseAddress + offset)
     }
 
     private func lookup(_ name: String, shape: [Int]) throws(ModelError) -> GGUFTensorInfo {
         guard let info = file.tensor(named: name) else { throw .missingTensor(name) }
+        guard bufferOffsets[name] != nil else { throw .file("tensor \(name) was not loaded (it is offloaded)") }
         var actual = info.dimensions.map { Int($0) }
         // ggml treats trailing 1-sized dimensions as absent.
         while actual.count > shape.count, actual.last == 1 { actual.removeLast() }

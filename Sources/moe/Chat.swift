@@ -1,6 +1,7 @@
 import ArgumentParser
 import ChatTemplate
 import Engine
+import Experts
 import Foundation
 import Synchronization
 import Tokenizer
@@ -29,9 +30,6 @@ struct Chat: ParsableCommand {
 
     @Option(name: .customLong("system"), help: "A system prompt that starts the conversation.")
     var system: String?
-
-    @Flag(name: .customLong("stats"), help: "Print speed figures after each reply.")
-    var stats = false
 
     func validate() throws {
         guard tokens > 0 else { throw ValidationError("-n must be positive") }
@@ -95,11 +93,12 @@ struct Chat: ParsableCommand {
             if reply.droppedMessages > 0 {
                 printError("[context full: dropped the \(reply.droppedMessages) oldest message(s)]")
             }
-            if stats {
+            if options.offload.stats {
                 let s = reply.stats
                 printError(String(format: "[prompt %d tokens (%d reused), %.1f tokens/s | reply %d tokens, %.1f tokens/s]",
                                   s.promptTokens, reply.reusedTokens, s.promptTokensPerSecond,
                                   s.generatedTokens, s.generationTokensPerSecond))
+                options.printExpertStats(conversation.session.model)
             }
         }
     }

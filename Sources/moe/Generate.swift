@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Experts
 import Foundation
 import GGUF
 import Models
@@ -50,13 +51,6 @@ struct Generate: ParsableCommand {
         printError(String(format: "prompt: %d tokens, %.1f tokens/s | generation: %d tokens, %.1f tokens/s | peak memory %@",
                           stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens,
                           stats.generationTokensPerSecond, formatBytes(stats.peakResidentBytes)))
+        options.printExpertStats(model)
     }
-}
-
-func formatBytes(_ n: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var v = Double(n)
-    var u = 0
-    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
-    return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
 }

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Engine
+import Experts
+import Foundation
+import GGUF
 import Kernels
 import Models
 import Storage
@@ -17,6 +20,7 @@ struct ModelOptions: ParsableArguments {
     var contextLength: Int?
 
     @OptionGroup var storage: StorageOptions
+    @OptionGroup var offload: OffloadingOptions
 
     func validate() throws {
         if let threads, threads < 1 || threads > 512 { throw ValidationError("--threads must be between 1 and 512") }
@@ -41,19 +45,45 @@ struct ModelOptions: ParsableArguments {
         return path
     }
 
-    /// Loads the model, reporting errors as one line.
+    /// Loads the model, reporting errors as one line. MoE models are offloaded when
+    /// `--expert-memory` is given or when the whole file would not fit in the memory
+    /// available; otherwise every weight is read at start.
     func load() throws -> DecoderModel {
         let preference = try backendPreference()
         let path = try modelPath()
+        let settings = try offload.settings(contextLength: contextLength)
+        if let cpus = settings.cpus { try runReporting { try ComputePlacement.restrict(to: cpus) } }
         let name = path.split(separator: "/").last.map(String.init) ?? path
         var bar: ProgressBar?
         defer { bar?.finish() }
-        return try runReporting {
-            try DecoderModel.load(path: path, backend: preference) { done, total in
-                if bar == nil { bar = ProgressBar("loading \(name)", total: Int(total >> 20)) }
-                bar?.update(Int(done >> 20), detail: "MiB")
-            }
+        let progress = { (done: UInt64, total: UInt64) in
+            if bar == nil { bar = ProgressBar("loading \(name)", total: Int(total >> 20)) }
+            bar?.update(Int(done >> 20), detail: "MiB")
         }
+        let offloads = try runReporting { try offload.shouldOffload(path: path, settings: settings) }
+        if !offloads {
+            return try runReporting { try DecoderModel.load(path: path, backend: preference, progress: progress) }
+        }
+        let (model, provider) = try runReporting {
+            try OffloadedModel.load(path: path, backend: preference, options: settings.options, progress: progress)
+        }
+        bar?.finish()
+        bar = nil
+        if offload.stats || offload.expertMemory == nil {
+            let pool = provider.pool
+            var where_ = "no NUMA placement"
+            if let node = pool.residentNode { where_ = "NUMA node \(node)" }
+            printError("experts: \(pool.slotCount) of \(provider.layout.layers.count * provider.layout.expertCount) fit in "
+                       + "\(formatBytes(pool.totalBytes)) (\(formatBytes(pool.slotBytes)) each, \(where_)), policy \(type(of: provider.policy).name), "
+                       + (provider.layout.isPacked ? "packed file" : "plain GGUF"))
+        }
+        return model
+    }
+
+    /// With `--stats`, the expert figures of an offloaded model (stderr).
+    func printExpertStats(_ model: DecoderModel) {
+        guard offload.stats, let provider = model.experts as? OffloadedExpertProvider else { return }
+        printError(provider.stats.report())
     }
 
     func session(_ model: DecoderModel) -> Session {
@@ -93,5 +123,86 @@ struct SamplingOptions: ParsableArguments {
         p.repeatPenalty = repeatPenalty
         p.seed = seed ?? UInt64(truncatingIfNeeded: ContinuousClock.now.hashValue) ^ 0x5DEECE66D
         return p
+    }
+}
+
+/// Expert offloading flags, accepted by every command that runs a model.
+struct OffloadingOptions: ParsableArguments {
+    @Option(name: .customLong("expert-memory"),
+            help: "Memory for the expert pool, e.g. 600M or 2G (default: what is available, if the model does not fit).")
+    var expertMemory: String?
+
+    @Option(name: .customLong("expert-policy"),
+            help: "Expert cache policy: \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
+    var policy: String = ExpertPolicies.defaultName
+
+    @Option(name: .customLong("numa-node"), help: "NUMA node for the expert pool (default: the node of the compute CPUs).")
+    var numaNode: Int?
+
+    @Option(name: .customLong("cpus"), help: "CPUs to compute on, e.g. 0-3,6 (default: all this process may use).")
+    var cpus: String?
+
+    @Flag(name: .customLong("stats"), help: "Print expert statistics (hit rates, bytes read, I/O stall, disk bound) at the end.")
+    var stats = false
+
+    struct Settings {
+        var options: OffloadOptions
+        var cpus: [Int]?
+        var explicitBudget: Bool
+    }
+
+    func settings(contextLength: Int?) throws -> Settings {
+        var o = OffloadOptions()
+        if let expertMemory {
+            guard let bytes = parseByteCount(expertMemory) else {
+                throw ValidationError("cannot read --expert-memory '\(expertMemory)' (expected e.g. 600M, 1.5G or a byte count)")
+            }
+            o.expertMemory = bytes
+        }
+        guard ExpertPolicies.names.contains(policy) else {
+            throw ValidationError("unknown --expert-policy '\(policy)' (one of \(ExpertPolicies.names.joined(separator: ", ")))")
+        }
+        o.policy = policy
+        if let numaNode, numaNode < 0 { throw ValidationError("--numa-node must be ≥ 0") }
+        o.numaNode = numaNode
+        o.contextLength = contextLength
+        o.measureDisk = stats
+        var list: [Int]?
+        if let cpus {
+            do { list = try ComputePlacement.parseCPUList(cpus) } catch { throw ValidationError(error.description) }
+        }
+        return Settings(options: o, cpus: list, explicitBudget: expertMemory != nil)
+    }
+
+    /// Offload when asked to, or when a MoE file would not fit whole in available memory.
+    func shouldOffload(path: String, settings: Settings) throws(ModelError) -> Bool {
+        let info = try ModelFileSummary(path: path)
+        guard info.isMoE else {
+            if settings.explicitBudget { printError("note: \(path) has no routed experts; --expert-memory is ignored") }
+            return false
+        }
+        if settings.explicitBudget { return true }
+        return info.fileSize + UInt64(OffloadedModel.reserveBytes) > UInt64(max(AvailableMemory.bytes(), 0))
+    }
+}
+
+/// What deciding how to load needs: the file's size and whether it has routed experts.
+struct ModelFileSummary {
+    var fileSize: UInt64
+    var isMoE: Bool
+
+    init(path: String) throws(ModelError) {
+        do {
+            let backend = try StorageFile.open(path: path, backend: .pread, direct: false)
+            let file = try GGUFFile.read(from: backend)
+            fileSize = backend.fileSize
+            isMoE = file.tensors.contains { $0.name.hasSuffix("_exps.weight") || $0.name.contains(".exps.") }
+        } catch let e as GGUFError {
+            throw .file("\(path): \(e.description)")
+        } catch let e as StorageError {
+            throw .file("\(path): \(e.description)")
+        } catch {
+            throw .file("\(path): \(error)")
+        }
     }
 }

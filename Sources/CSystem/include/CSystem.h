@@ -41,6 +41,14 @@ int moe_madvise_hugepage(void *addr, size_t length);
 /// madvise(MADV_POPULATE_WRITE) (Linux 5.14+); returns 0 or -errno (-EINVAL on older kernels).
 int moe_madvise_populate_write(void *addr, size_t length);
 
+// ---- CPU affinity (CPU_SET macros are not visible to Swift) ----
+/// Restricts the calling thread (and threads it creates later) to cpus[0..<count].
+/// Returns 0 or -errno.
+int moe_set_cpu_affinity(const int *cpus, int count);
+/// Writes up to max CPUs of the calling thread's affinity mask into cpus; returns how many
+/// there are in all, or -errno.
+int moe_get_cpu_affinity(int *cpus, int max);
+
 // ---- libnuma ----
 int moe_numa_available(void);
 int moe_numa_max_node(void);

@@ -25,10 +25,25 @@ public enum ArchitectureRegistry {
 }
 
 extension DecoderModel {
-    /// Opens a GGUF file, reads its weights and builds the model. Checks the architecture
-    /// and hyper-parameters before reading any weight, so a bad file fails fast.
+    /// Opens a GGUF file, reads its weights and builds the model with every expert in memory.
     public static func load(path: String, backend preference: StorageBackendPreference = .automatic,
                             progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> DecoderModel {
+        try load(path: path, backend: preference, skip: { _ in false }, prepare: { _, _ in }, progress: progress) { model, _ throws(ModelError) in
+            try ResidentExpertProvider(model.weights, model.hyperParameters)
+        }
+    }
+
+    /// Opens a GGUF file and reads the tensors `skip` leaves, builds the model, and gives MoE
+    /// models the expert provider `makeExperts` returns (called with the model and the open
+    /// file, which the provider may keep for later reads). `prepare` sees the parsed file
+    /// before any weight is read. Checks the architecture and hyper-parameters first, so a
+    /// bad file fails fast.
+    public static func load(path: String, backend preference: StorageBackendPreference = .automatic,
+                            skip: (GGUFTensorInfo) -> Bool,
+                            prepare: (GGUFFile, HyperParameters) throws(ModelError) -> Void,
+                            progress: ((UInt64, UInt64) -> Void)? = nil,
+                            makeExperts: (DecoderModel, any StorageBackend) throws(ModelError) -> ExpertProvider)
+        throws(ModelError) -> DecoderModel {
         let file: GGUFFile
         let backend: any StorageBackend
         do {
@@ -43,8 +58,11 @@ extension DecoderModel {
         }
         guard let arch = file.architecture else { throw .missingArchitecture }
         guard ArchitectureRegistry.all.contains(where: { $0.name == arch }) else { throw .unknownArchitecture(arch) }
-        _ = try HyperParameters(metadata: file.metadata)
-        let weights = try WeightStore(file: file, backend: backend, progress: progress)
-        return try ArchitectureRegistry.build(weights)
+        let hp = try HyperParameters(metadata: file.metadata)
+        try prepare(file, hp)
+        let weights = try WeightStore(file: file, backend: backend, skip: skip, progress: progress)
+        let model = try ArchitectureRegistry.build(weights)
+        if hp.isMoE { model.experts = try makeExperts(model, backend) }
+        return model
     }
 }

@@ -23,7 +23,6 @@ enum Llama: Architecture {
                 feedForwardNorm: try w.vector("blk.\(l).ffn_norm.weight", count: hp.embeddingLength),
                 feedForward: ffn))
         }
-        return try DecoderModel(hp, w, layers: layers, rope: rope,
-                                experts: hp.isMoE ? try ResidentExpertProvider(w, hp) : nil)
+        return try DecoderModel(hp, w, layers: layers, rope: rope)
     }
 }

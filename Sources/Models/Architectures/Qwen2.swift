@@ -13,6 +13,6 @@ enum Qwen2: Architecture {
                 feedForwardNorm: try w.vector("blk.\(l).ffn_norm.weight", count: hp.embeddingLength),
                 feedForward: .dense(try FeedForward(w, layer: l, hidden: hp.embeddingLength, width: hp.feedForwardLength))))
         }
-        return try DecoderModel(hp, w, layers: layers, rope: rope, experts: nil)
+        return try DecoderModel(hp, w, layers: layers, rope: rope)
     }
 }

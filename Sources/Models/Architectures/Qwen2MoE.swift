@@ -15,6 +15,6 @@ enum Qwen2MoE: Architecture {
                 feedForwardNorm: try w.vector("blk.\(l).ffn_norm.weight", count: hp.embeddingLength),
                 feedForward: .experts(try MixtureOfExperts(w, layer: l, hp, normalizeWeights: false, sharedExpert: true))))
         }
-        return try DecoderModel(hp, w, layers: layers, rope: rope, experts: try ResidentExpertProvider(w, hp))
+        return try DecoderModel(hp, w, layers: layers, rope: rope)
     }
 }

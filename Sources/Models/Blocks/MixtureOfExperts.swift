@@ -77,7 +77,9 @@ public struct MixtureOfExperts: @unchecked Sendable {
     }
 
     /// Computes the layer for `tokens` tokens of normalized input `x`, writing `out`
-    /// (tokens × hidden). Experts come from `provider`, all of a layer's at once.
+    /// (tokens × hidden). Experts come from `provider`, in groups as they become ready; each
+    /// expert's result lands in its own rows, so the sum below does not depend on the order
+    /// or grouping in which the provider delivers them.
     func forward(_ x: UnsafePointer<Float>, tokens: Int, hidden: Int, provider: ExpertProvider,
                  workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) throws(ModelError) {
         let routes = route(x, tokens: tokens, workspace: workspace, pool: pool)
@@ -91,8 +93,7 @@ public struct MixtureOfExperts: @unchecked Sendable {
                 tokensOf[e, default: []].append((t, wgt))
             }
         }
-        let weights = try provider.acquire(layer: layer, experts: selected)
-        defer { provider.release(layer: layer, experts: selected) }
+        let importance = selected.map { e in tokensOf[e]!.reduce(0) { max($0, $1.weight) } }
 
         let assignments = selected.reduce(0) { $0 + tokensOf[$1]!.count }
         let input = workspace.floats(Slot.expertInput, count: assignments * hidden)
@@ -100,37 +101,48 @@ public struct MixtureOfExperts: @unchecked Sendable {
         let up = workspace.floats(Slot.expertUp, count: assignments * width)
         let down = workspace.floats(Slot.expertDown, count: assignments * hidden)
 
-        var upJobs: [MatMulJob] = []
-        var downJobs: [MatMulJob] = []
-        upJobs.reserveCapacity(2 * selected.count)
-        downJobs.reserveCapacity(selected.count)
+        // Each selected expert's first row in the per-assignment buffers, and its input rows.
+        var firstRow: [Int] = []
+        firstRow.reserveCapacity(selected.count)
         var row = 0
-        for (i, e) in selected.enumerated() {
+        for e in selected {
             let list = tokensOf[e]!
-            let n = list.count
-            let source: UnsafePointer<Float>
-            if tokens == 1 {
-                source = x
-            } else {
+            firstRow.append(row)
+            if tokens > 1 {
                 for (j, a) in list.enumerated() {
                     (input + (row + j) * hidden).update(from: x + a.token * hidden, count: hidden)
                 }
-                source = UnsafePointer(input + row * hidden)
             }
-            upJobs.append(MatMulJob(weight: weights[i].gate, input: source, tokens: n, output: gate + row * width))
-            upJobs.append(MatMulJob(weight: weights[i].up, input: source, tokens: n, output: up + row * width))
-            downJobs.append(MatMulJob(weight: weights[i].down, input: gate + row * width, tokens: n, output: down + row * hidden))
-            row += n
+            row += list.count
         }
-        MatMul.multiply(upJobs, pool: pool)
-        VectorMath.swiglu(gate, up, count: assignments * width)
-        MatMul.multiply(downJobs, pool: pool)
+
+        let width = width
+        try provider.withExperts(layer: layer, experts: selected, importance: importance) { positions, weights throws(ModelError) in
+            var upJobs: [MatMulJob] = []
+            var downJobs: [MatMulJob] = []
+            upJobs.reserveCapacity(2 * positions.count)
+            downJobs.reserveCapacity(positions.count)
+            for (i, position) in positions.enumerated() {
+                let r = firstRow[position]
+                let n = tokensOf[selected[position]]!.count
+                let source = tokens == 1 ? x : UnsafePointer(input + r * hidden)
+                upJobs.append(MatMulJob(weight: weights[i].gate, input: source, tokens: n, output: gate + r * width))
+                upJobs.append(MatMulJob(weight: weights[i].up, input: source, tokens: n, output: up + r * width))
+                downJobs.append(MatMulJob(weight: weights[i].down, input: gate + r * width, tokens: n, output: down + r * hidden))
+            }
+            MatMul.multiply(upJobs, pool: pool)
+            for position in positions {
+                let r = firstRow[position]
+                let n = tokensOf[selected[position]]!.count
+                VectorMath.swiglu(gate + r * width, up + r * width, count: n * width)
+            }
+            MatMul.multiply(downJobs, pool: pool)
+        }
 
         // Weighted sum, in each token's routing order (as llama.cpp adds expert outputs).
         out.update(repeating: 0, count: tokens * hidden)
         var rowOf: [Int: Int] = [:]
-        row = 0
-        for e in selected { rowOf[e] = row; row += tokensOf[e]!.count }
+        for (i, e) in selected.enumerated() { rowOf[e] = firstRow[i] }
         var seen = [Int: Int]()
         for (t, r) in routes.enumerated() {
             for (e, wgt) in zip(r.experts, r.weights) {

@@ -68,7 +68,14 @@ public enum VectorMath {
             UnsafeMutableRawPointer(gate + i).storeBytes(of: g / (1 + exp8(-g)) * u, as: SIMD8<Float>.self)
             i &+= 8
         }
-        while i < count { let g = gate[i]; gate[i] = g / (1 + Foundation.exp(-g)) * up[i]; i &+= 1 }
+        if i < count {
+            // The tail through the same lane-wise exp, so a value's result never depends on
+            // where a call's range ends (experts computed in groups match one big call).
+            var g = SIMD8<Float>(repeating: 0), u = SIMD8<Float>(repeating: 0)
+            for j in 0..<(count &- i) { g[j] = gate[i &+ j]; u[j] = up[i &+ j] }
+            let r = g / (1 + exp8(-g)) * u
+            for j in 0..<(count &- i) { gate[i &+ j] = r[j] }
+        }
     }
 
     /// e^x lane-wise: range reduction to 2^n · e^r with |r| ≤ ln2/2 and a degree-6

@@ -1,0 +1,187 @@
+import GGUF
+import Kernels
+import Models
+
+/// The keys and names of the packed layout that `moe pack` writes.
+///
+/// A pack is a GGUF v3 file with `general.alignment` = 4096 in which the stacked
+/// `blk.N.ffn_{gate,up,down}_exps.weight` tensors are replaced by one *bundle* per expert:
+/// an `i8` tensor of the expert's gate, up and down bytes back to back (gate at 0, up after
+/// gate, down after up), so one aligned read brings a whole expert. Bundles come after every
+/// other tensor, ordered by precision, then layer, then expert; precision 0 holds the source
+/// file's own types, later precisions are lower-precision copies of every expert. The file
+/// ends on a 4096-byte boundary, so the last bundle reads like the others.
+public enum PackFormat {
+    public static let version: UInt32 = 1
+    public static let alignment = 4096
+    /// u32: the pack format version.
+    public static let versionKey = "moe.pack.version"
+    /// [string]: one name per precision: "native" for precision 0, then ggml type names.
+    public static let precisionsKey = "moe.pack.precisions"
+    /// [u32]: the indices of the layers that have routed experts.
+    public static let layersKey = "moe.pack.layers"
+    /// [u32] per precision: ggml types of gate, up and down for each layer of `layersKey`, in order.
+    public static func typesKey(precision: Int) -> String { "moe.pack.precision.\(precision).types" }
+    /// The bundle tensor of one expert at one precision.
+    public static func bundleName(layer: Int, expert: Int, precision: Int) -> String {
+        "blk.\(layer).exps.\(precision).\(expert)"
+    }
+}
+
+/// Where one matrix of an expert sits in the file.
+public struct ExpertSlice: Sendable, Equatable {
+    public var type: GGMLType
+    public var rows: Int
+    public var columns: Int
+    public var fileOffset: UInt64
+    public var byteCount: Int
+}
+
+/// Where every routed expert's weights live in a model file, plain GGUF or pack, and what it
+/// takes to hold one in memory. The offloading provider reads experts through this alone.
+public struct ExpertLayout: Sendable {
+    /// The layers that have routed experts, in order.
+    public let layers: [Int]
+    public let expertCount: Int
+    public let expertsPerToken: Int
+    /// Precision names: "native" first, then the low-precision copies of a pack.
+    public let precisions: [String]
+    public let isPacked: Bool
+    /// Names of the tensors that hold expert weights (not read at start-up).
+    public let expertTensorNames: Set<String>
+    /// [precision][layer position][expert] → gate, up, down.
+    private let slices: [[[[ExpertSlice]]]]
+    private let layerPosition: [Int: Int]
+
+    /// The gate, up and down slices of `expert` in `layer` at `precision`.
+    public func slices(layer: Int, expert: Int, precision: Int = 0) -> [ExpertSlice] {
+        slices[precision][layerPosition[layer]!][expert]
+    }
+
+    public func hasExperts(layer: Int) -> Bool { layerPosition[layer] != nil }
+
+    /// Bytes of weights of one expert (largest over layers) at `precision`.
+    public func expertBytes(precision: Int = 0) -> Int {
+        slices[precision].flatMap { $0 }.map { $0.reduce(0) { $0 + $1.byteCount } }.max() ?? 0
+    }
+
+    /// Bytes of all experts at `precision`.
+    public func totalBytes(precision: Int = 0) -> UInt64 {
+        slices[precision].flatMap { $0 }.reduce(UInt64(0)) { t, s in t + UInt64(s.reduce(0) { $0 + $1.byteCount }) }
+    }
+
+    /// Describes `file`'s experts, checking shapes, types and bounds.
+    public init(file: GGUFFile, hyperParameters hp: HyperParameters) throws(ModelError) {
+        guard hp.isMoE else { throw .file("\(file.path) has no routed experts") }
+        expertCount = hp.expertCount
+        expertsPerToken = hp.expertUsedCount
+        let h = hp.embeddingLength, f = hp.expertFeedForwardLength
+        let shapes = [(rows: f, columns: h), (rows: f, columns: h), (rows: h, columns: f)]
+        if case let .uint32(v)? = file.metadata[PackFormat.versionKey] {
+            guard v == PackFormat.version else {
+                throw .file("\(file.path): pack format version \(v) is not supported (this build reads \(PackFormat.version))")
+            }
+            isPacked = true
+            guard let names = file.metadata[PackFormat.precisionsKey]?.array?.strings, !names.isEmpty else {
+                throw .file("\(file.path): pack without \(PackFormat.precisionsKey)")
+            }
+            precisions = names.map(\.string)
+            guard let ls = file.metadata[PackFormat.layersKey]?.array?.integers, !ls.isEmpty,
+                  ls.allSatisfy({ $0 >= 0 && $0 < hp.blockCount }), Set(ls).count == ls.count else {
+                throw .file("\(file.path): pack has a missing or invalid \(PackFormat.layersKey)")
+            }
+            layers = ls.map { Int($0) }
+            var all: [[[[ExpertSlice]]]] = []
+            var tensorNames = Set<String>()
+            for p in precisions.indices {
+                let key = PackFormat.typesKey(precision: p)
+                guard let codes = file.metadata[key]?.array?.integers, codes.count == 3 * layers.count else {
+                    throw .file("\(file.path): pack has a missing or invalid \(key)")
+                }
+                var perLayer: [[[ExpertSlice]]] = []
+                for (i, layer) in layers.enumerated() {
+                    var types: [GGMLType] = []
+                    for k in 0..<3 {
+                        guard let code = UInt32(exactly: codes[3 * i + k]), let type = GGMLType(rawValue: code),
+                              MatMul.supports(type), shapes[k].columns % type.blockSize == 0 else {
+                            throw .file("\(file.path): \(key) names an unusable type for layer \(layer)")
+                        }
+                        types.append(type)
+                    }
+                    let bytes = (0..<3).map { types[$0].byteCount(rows: shapes[$0].rows, columns: shapes[$0].columns) }
+                    var experts: [[ExpertSlice]] = []
+                    for e in 0..<hp.expertCount {
+                        let name = PackFormat.bundleName(layer: layer, expert: e, precision: p)
+                        guard let t = file.tensor(named: name) else { throw .missingTensor(name) }
+                        let total = bytes.reduce(0, +)
+                        guard t.type == .i8, t.byteCount == UInt64(total) else {
+                            throw .wrongShape(tensor: name, expected: [total], actual: t.dimensions.map { Int($0) })
+                        }
+                        guard t.absoluteOffset % UInt64(PackFormat.alignment) == 0 else {
+                            throw .file("\(file.path): bundle \(name) is not \(PackFormat.alignment)-byte aligned")
+                        }
+                        tensorNames.insert(name)
+                        var offset = t.absoluteOffset
+                        experts.append((0..<3).map { k in
+                            defer { offset += UInt64(bytes[k]) }
+                            return ExpertSlice(type: types[k], rows: shapes[k].rows, columns: shapes[k].columns,
+                                               fileOffset: offset, byteCount: bytes[k])
+                        })
+                    }
+                    perLayer.append(experts)
+                }
+                all.append(perLayer)
+            }
+            slices = all
+            expertTensorNames = tensorNames
+        } else {
+            isPacked = false
+            precisions = ["native"]
+            var ls: [Int] = []
+            var perLayer: [[[ExpertSlice]]] = []
+            var tensorNames = Set<String>()
+            let parts = ["gate", "up", "down"]
+            for layer in 0..<hp.blockCount {
+                let names = parts.map { "blk.\(layer).ffn_\($0)_exps.weight" }
+                let infos = names.map { file.tensor(named: $0) }
+                if infos.allSatisfy({ $0 == nil }) { continue }
+                var stacked: [GGUFTensorInfo] = []
+                for (k, name) in names.enumerated() {
+                    guard let t = infos[k] else { throw .missingTensor(name) }
+                    var dims = t.dimensions.map { Int($0) }
+                    while dims.count > 3, dims.last == 1 { dims.removeLast() }
+                    let expected = [shapes[k].columns, shapes[k].rows, hp.expertCount]
+                    guard dims == expected else { throw .wrongShape(tensor: name, expected: expected, actual: dims) }
+                    guard MatMul.supports(t.type), shapes[k].columns % t.type.blockSize == 0 else {
+                        throw .unsupportedType(tensor: name, type: t.type)
+                    }
+                    stacked.append(t)
+                    tensorNames.insert(name)
+                }
+                ls.append(layer)
+                perLayer.append((0..<hp.expertCount).map { e in
+                    (0..<3).map { k in
+                        let t = stacked[k]
+                        let bytes = t.type.byteCount(rows: shapes[k].rows, columns: shapes[k].columns)
+                        return ExpertSlice(type: t.type, rows: shapes[k].rows, columns: shapes[k].columns,
+                                           fileOffset: t.absoluteOffset + UInt64(e * bytes), byteCount: bytes)
+                    }
+                })
+            }
+            guard !ls.isEmpty else { throw .missingTensor("blk.0.ffn_gate_exps.weight") }
+            layers = ls
+            slices = [perLayer]
+            expertTensorNames = tensorNames
+        }
+        var positions: [Int: Int] = [:]
+        for (i, l) in layers.enumerated() { positions[l] = i }
+        layerPosition = positions
+    }
+}
+
+extension GGMLType {
+    /// Bytes of a `rows` × `columns` matrix of this type.
+    public func byteCount(rows: Int, columns: Int) -> Int {
+        rows * (columns / blockSize * bytesPerBlock)
+    }
+}

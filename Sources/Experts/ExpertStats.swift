@@ -1,0 +1,75 @@
+import Foundation
+
+/// What the offloading provider measured: hits and misses per layer, bytes read, time the
+/// reads kept the disk busy, and time the computation waited for them.
+public final class ExpertStats {
+    public private(set) var hits: [Int: Int] = [:]
+    public private(set) var misses: [Int: Int] = [:]
+    public internal(set) var bytesRead: UInt64 = 0
+    public internal(set) var expertsRead = 0
+    /// Seconds during which at least one read was outstanding.
+    public internal(set) var readBusySeconds = 0.0
+    /// Seconds the computation spent blocked waiting for reads.
+    public internal(set) var stallSeconds = 0.0
+    /// Tokens evaluated (every forward pass adds its batch size).
+    public internal(set) var tokens = 0
+    /// Sequential read bandwidth of the device, when measured (bytes per second).
+    public var diskBandwidth: Double?
+
+    public init() {}
+
+    func hit(layer: Int) { hits[layer, default: 0] += 1 }
+    func miss(layer: Int) { misses[layer, default: 0] += 1 }
+
+    public var totalHits: Int { hits.values.reduce(0, +) }
+    public var totalMisses: Int { misses.values.reduce(0, +) }
+    public var hitRate: Double {
+        let n = totalHits + totalMisses
+        return n > 0 ? Double(totalHits) / Double(n) : 0
+    }
+    /// Bytes per second while reads were outstanding.
+    public var readBandwidth: Double { readBusySeconds > 0 ? Double(bytesRead) / readBusySeconds : 0 }
+    public var bytesPerToken: Double { tokens > 0 ? Double(bytesRead) / Double(tokens) : 0 }
+    /// The tokens/s the disk allows if every byte read per token has to come off it.
+    public var diskBoundTokensPerSecond: Double? {
+        guard let bw = diskBandwidth, bytesPerToken > 0 else { return nil }
+        return bw / bytesPerToken
+    }
+
+    public func reset() {
+        hits = [:]
+        misses = [:]
+        bytesRead = 0
+        expertsRead = 0
+        readBusySeconds = 0
+        stallSeconds = 0
+        tokens = 0
+    }
+
+    /// A readable report (several lines, no trailing newline).
+    public func report(perLayer: Bool = true) -> String {
+        var lines: [String] = []
+        let lookups = totalHits + totalMisses
+        lines.append(String(format: "experts: hit rate %.1f%% (%d of %d lookups), %d read", 100 * hitRate, totalHits, lookups, expertsRead))
+        if perLayer {
+            let layers = Set(hits.keys).union(misses.keys).sorted()
+            let cells = layers.map { l -> String in
+                let h = hits[l] ?? 0, n = h + (misses[l] ?? 0)
+                return String(format: "%d:%.0f%%", l, n > 0 ? 100 * Double(h) / Double(n) : 0)
+            }
+            lines.append("hit rate per layer: " + cells.joined(separator: " "))
+        }
+        lines.append(String(format: "read: %@ (%@ per token), %.2f GB/s while reading, I/O stall %.1f ms per token",
+                            formatBytes(bytesRead), formatBytes(Int(bytesPerToken)), readBandwidth / 1e9,
+                            tokens > 0 ? 1000 * stallSeconds / Double(tokens) : 0))
+        if let bw = diskBandwidth {
+            if let bound = diskBoundTokensPerSecond {
+                lines.append(String(format: "disk bound: %.2f tokens/s (%.2f GB/s disk / %@ read per token)",
+                                    bound, bw / 1e9, formatBytes(Int(bytesPerToken))))
+            } else {
+                lines.append(String(format: "disk bound: none (nothing read; disk %.2f GB/s)", bw / 1e9))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import GGUF
+import Models
+import Storage
+
+/// How a command wants experts served.
+public struct OffloadOptions: Sendable {
+    /// Bytes for the expert pool; nil derives it from the memory available.
+    public var expertMemory: Int?
+    public var policy: String = ExpertPolicies.defaultName
+    /// NUMA node for the pool; nil: the node of the CPUs that compute.
+    public var numaNode: Int?
+    /// Context length the session will use (for the automatic budget's KV reserve).
+    public var contextLength: Int?
+    /// Measure the disk's sequential read bandwidth at start (for the stats' disk bound).
+    public var measureDisk = false
+
+    public init() {}
+}
+
+/// A model whose experts stay on disk and are served from a fixed pool.
+public enum OffloadedModel {
+    /// Memory kept aside for everything that is neither weights, experts nor KV cache
+    /// (scratch buffers, the thread pool, the runtime itself).
+    public static let reserveBytes = 64 << 20
+
+    /// Loads `path` with every non-expert tensor in memory and the experts offloaded.
+    /// Returns the model and its provider (whose stats and pool the caller may show).
+    /// `expertReads` may wrap the backend the experts are read through (tests inject faults).
+    public static func load(path: String, backend: StorageBackendPreference = .automatic, options: OffloadOptions,
+                            expertReads: (any StorageBackend) -> any StorageBackend = { $0 },
+                            progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> (DecoderModel, OffloadedExpertProvider) {
+        guard ExpertPolicies.names.contains(options.policy) else {
+            throw .file("unknown expert policy '\(options.policy)' (one of \(ExpertPolicies.names.joined(separator: ", ")))")
+        }
+        var layout: ExpertLayout?
+        var provider: OffloadedExpertProvider?
+        let model = try DecoderModel.load(path: path, backend: backend, skip: { info in
+            if layout == nil { return false }
+            return layout!.expertTensorNames.contains(info.name)
+        }, prepare: { file, hp throws(ModelError) in
+            guard hp.isMoE else { return }
+            layout = try ExpertLayout(file: file, hyperParameters: hp)
+        }, progress: progress) { model, file throws(ModelError) in
+            let storage = expertReads(file)
+            let layout = layout!
+            let slotBytes = OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize)
+            let minimum = OffloadedExpertProvider.minimumSlots(layout) * slotBytes
+            let allExperts = layout.layers.count * layout.expertCount
+            let slots: Int
+            if let budget = options.expertMemory {
+                guard budget >= minimum else {
+                    throw .file(ExpertError.budgetTooSmall(budget: budget, minimum: minimum, expertBytes: slotBytes).description)
+                }
+                slots = min(budget / slotBytes, allExperts)
+            } else {
+                let kv = kvBytes(model, contextLength: options.contextLength)
+                let available = AvailableMemory.bytes() - kv - reserveBytes
+                guard available >= minimum else {
+                    throw .file(ExpertError.notEnoughMemory(available: max(available, 0), minimum: minimum).description)
+                }
+                slots = min(available / slotBytes, allExperts)
+            }
+            let node = options.numaNode ?? ComputePlacement.computeNode
+            let context = PolicyContext(capacity: slots, layerCount: model.hyperParameters.blockCount,
+                                        expertLayers: layout.layers, expertsPerLayer: layout.expertCount,
+                                        expertsPerToken: layout.expertsPerToken,
+                                        bytesPerPrecision: layout.precisions.indices.map { layout.expertBytes(precision: $0) })
+            let policy = ExpertPolicies.make(options.policy, context: context)!
+            do {
+                let pool = try ExpertPool(slotBytes: slotBytes, slotCount: slots, numaNode: node)
+                let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage)
+                if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
+                provider = p
+                return p
+            } catch {
+                throw .storage("cannot set up the expert pool: \(error)")
+            }
+        }
+        guard let provider else { throw .file("\(path) has no routed experts to offload") }
+        return (model, provider)
+    }
+
+    /// Bytes the session's KV cache will take.
+    static func kvBytes(_ model: DecoderModel, contextLength: Int?) -> Int {
+        let hp = model.hyperParameters
+        let positions = min(contextLength ?? min(hp.contextLength, 4096), hp.contextLength)
+        return hp.blockCount * positions * (hp.keyWidth + hp.valueWidth) * MemoryLayout<Float>.size
+    }
+}
+
+/// Memory this process may still use: the smaller of the system's MemAvailable and the
+/// room left under the cgroup's memory.max (which counts page cache too).
+public enum AvailableMemory {
+    public static func bytes() -> Int {
+        var best = Int.max
+        if let meminfo = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) {
+            for line in meminfo.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+                let parts = line.split(separator: " ")
+                if parts.count >= 2, let kb = Int(parts[1]) { best = min(best, kb * 1024) }
+            }
+        }
+        if let (limit, current) = cgroupMemory() { best = min(best, max(limit - current, 0)) }
+        return best == Int.max ? 0 : best
+    }
+
+    /// memory.max and memory.current of this process's cgroup v2, when a limit is set.
+    static func cgroupMemory() -> (Int, Int)? {
+        guard let cgroup = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+        for line in cgroup.split(separator: "\n") where line.hasPrefix("0::") {
+            let dir = "/sys/fs/cgroup" + line.dropFirst(3)
+            guard let maxText = try? String(contentsOfFile: dir + "/memory.max", encoding: .utf8),
+                  let limit = Int(maxText.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  let curText = try? String(contentsOfFile: dir + "/memory.current", encoding: .utf8),
+                  let current = Int(curText.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+            return (limit, current)
+        }
+        return nil
+    }
+}
+
+/// A short measurement of the device's read bandwidth on the model file itself: large
+/// O_DIRECT reads of expert data, several in flight (what the loader does at its best).
+enum DiskProbe {
+    static func sequentialBandwidth(_ backend: any StorageBackend, layout: ExpertLayout) -> Double? {
+        let chunk = 4 << 20, count = 16
+        guard let buffer = try? AlignedBuffer(byteCount: chunk * 4) else { return nil }
+        // Spread over the expert data, so a warm page cache for one spot does not flatter it.
+        let first = layout.slices(layer: layout.layers[0], expert: 0)[0].fileOffset & ~UInt64(4095)
+        let span = backend.fileSize > first + UInt64(chunk) ? backend.fileSize - first - UInt64(chunk) : 0
+        let start = ContinuousClock.now
+        var requests: [ReadRequest] = []
+        for i in 0..<count {
+            let offset = (first + span / UInt64(count) * UInt64(i)) & ~UInt64(4095)
+            requests.append(ReadRequest(offset: offset, length: chunk, destination: buffer.baseAddress + (i % 4) * chunk, tag: UInt64(i)))
+        }
+        do {
+            // Four in flight at a time, as the loader keeps several experts in flight.
+            for i in stride(from: 0, to: count, by: 4) { try backend.readBatch(Array(requests[i..<min(i + 4, count)])) }
+        } catch {
+            return nil
+        }
+        let seconds = (ContinuousClock.now - start).seconds
+        return seconds > 0 ? Double(chunk * count) / seconds : nil
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import Kernels
+import Models
+import Storage
+import Testing
+@testable import Experts
+
+/// Runs a fixed script on `model`: an 8-token batch (logits at every position, so the
+/// batch's experts run in waves when the pool is small), then 6 greedy decode steps.
+func scriptLogits(_ model: DecoderModel, pool: ThreadPool) throws -> [Float] {
+    let cache = model.makeCache(capacity: 64)
+    let workspace = Workspace()
+    let vocab = model.vocabularySize
+    let prompt = (0..<8).map { (($0 &* 7919) &+ 13) % vocab }
+    var all = try model.forward(prompt, cache: cache, logits: .all, workspace: workspace, pool: pool)
+    var last = Array(all.suffix(vocab))
+    for _ in 0..<6 {
+        let next = last.indices.max { last[$0] < last[$1] }!
+        last = try model.forward([next], cache: cache, logits: .last, workspace: workspace, pool: pool)
+        all += last
+    }
+    return all
+}
+
+func offloaded(_ path: String, slots: Int?, policy: String = "arc",
+               expertReads: (any StorageBackend) -> any StorageBackend = { $0 }) throws -> (DecoderModel, OffloadedExpertProvider) {
+    var options = OffloadOptions()
+    options.policy = policy
+    if let slots {
+        // Size the budget in slots: read the layout the way the loader will.
+        let probe = try OffloadedModel.load(path: path, options: { var o = OffloadOptions(); o.expertMemory = 1 << 40; return o }())
+        options.expertMemory = slots * probe.1.pool.slotBytes
+    }
+    return try OffloadedModel.load(path: path, options: options, expertReads: expertReads)
+}
+
+@Suite("Offloaded experts", .serialized)
+struct OffloadingTests {
+    static let pool = ThreadPool(threadCount: 2)
+
+    @Test("logits are bit-identical to the all-resident run at every budget and with every policy",
+          arguments: Shared.moeModels)
+    func bitIdentical(_ name: String) throws {
+        let path = Shared.model(name)
+        let resident = try DecoderModel.load(path: path)
+        let expected = try scriptLogits(resident, pool: Self.pool)
+        let (_, probe) = try offloaded(path, slots: nil)
+        let k = probe.layout.expertsPerToken
+        let all = probe.layout.layers.count * probe.layout.expertCount
+        for slots in Set([k, k + 1, all / 2, all]).sorted() {
+            for policy in ExpertPolicies.names {
+                let (model, provider) = try offloaded(path, slots: slots, policy: policy)
+                #expect(provider.pool.slotCount == slots)
+                let got = try scriptLogits(model, pool: Self.pool)
+                #expect(got.count == expected.count)
+                let same = zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }
+                #expect(same, "\(name): \(slots) slots, policy \(policy): logits differ from the resident run")
+                #expect(provider.stats.totalMisses > 0)
+                if slots == all {
+                    // Everything fits: each expert is read at most once.
+                    #expect(provider.stats.expertsRead <= all)
+                }
+            }
+        }
+    }
+
+    @Test("a pool that holds every expert reads each once and then only hits")
+    func warmPoolOnlyHits() throws {
+        let path = Shared.model("tiny-qwen3moe.q8_0.gguf")
+        let (model, provider) = try offloaded(path, slots: nil)
+        let slots = provider.layout.layers.count * provider.layout.expertCount
+        #expect(provider.pool.slotCount == slots)
+        _ = try scriptLogits(model, pool: Self.pool)
+        let readBefore = provider.stats.expertsRead
+        _ = try scriptLogits(model, pool: Self.pool)
+        #expect(provider.stats.expertsRead == readBefore)
+        #expect(provider.stats.bytesRead == UInt64(readBefore) * UInt64(provider.layout.expertBytes()))
+    }
+
+    @Test("a budget below the minimum is an error that states the minimum")
+    func budgetBelowMinimum() throws {
+        let path = Shared.model("tiny-qwen3moe.q8_0.gguf")
+        var options = OffloadOptions()
+        options.expertMemory = 4096
+        #expect {
+            _ = try OffloadedModel.load(path: path, options: options)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("below the minimum") && text.contains("KiB") && text.contains("4 experts")
+        }
+    }
+
+    @Test("an unknown policy is named in the error")
+    func unknownPolicy() throws {
+        var options = OffloadOptions()
+        options.policy = "mru"
+        #expect(throws: ModelError.self) { _ = try OffloadedModel.load(path: Shared.model("tiny-qwen3moe.q8_0.gguf"), options: options) }
+    }
+
+    @Test("read faults give a clear error, leave the pool consistent, and later tokens are right again",
+          arguments: [InjectedFault.eio, .shortRead(bytes: 100), .truncate(fileSize: 4096)])
+    func readFaults(_ fault: InjectedFault) throws {
+        let path = Shared.model("tiny-qwen3moe.q8_0.gguf")
+        let resident = try DecoderModel.load(path: path)
+        let expected = try scriptLogits(resident, pool: Self.pool)
+        var injecting: FaultInjectingBackend?
+        var armed = false
+        let (model, provider) = try offloaded(path, slots: 6) { inner in
+            let b = FaultInjectingBackend(wrapping: inner) { _, index in armed && index % 5 == 3 ? fault : .none }
+            injecting = b
+            return b
+        }
+        armed = true
+        #expect {
+            _ = try scriptLogits(model, pool: Self.pool)
+        } throws: { error in
+            guard let e = error as? ModelError, case let .storage(text) = e else { return false }
+            return text.contains("tiny-qwen3moe.q8_0.gguf") || text.contains("injected") || text.contains("failed")
+        }
+        #expect(injecting!.pending == 0, "reads left in flight after the failure")
+        // Without faults the same provider gives the exact resident logits again.
+        armed = false
+        let again = try scriptLogits(model, pool: Self.pool)
+        #expect(zip(again, expected).allSatisfy { $0.bitPattern == $1.bitPattern })
+        #expect(provider.residentCount <= provider.pool.slotCount)
+    }
+
+    @Test("a model file truncated while running gives an error naming the truncation, not a crash")
+    func truncatedWhileRunning() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let copy = dir.path("model.gguf")
+        try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q8_0.gguf"), toPath: copy)
+        let (model, _) = try offloaded(copy, slots: 4)
+        _ = try scriptLogits(model, pool: Self.pool)
+        let size = try FileManager.default.attributesOfItem(atPath: copy)[.size] as! UInt64
+        #expect(truncate(copy, off_t(size / 2)) == 0)
+        #expect {
+            _ = try scriptLogits(model, pool: Self.pool)
+        } throws: { error in
+            "\(error)".contains("truncated") || "\(error)".contains("past its end")
+        }
+    }
+
+    @Test("the pool's pages are on the NUMA node it reports")
+    func numaPlacement() throws {
+        let node = ComputePlacement.computeNode
+        let pool = try ExpertPool(slotBytes: 64 << 10, slotCount: 8, numaNode: node)
+        if let node {
+            #expect(pool.memory.placement == .numaNode(node))
+            #expect(pool.residentNode == node)
+        } else {
+            #expect(pool.memory.placement == .standard)
+        }
+        #expect(pool.slotBytes % 4096 == 0)
+        #expect(Int(bitPattern: pool.slot(3)) % 4096 == 0)
+    }
+
+    @Test("a pool asked for a node that does not exist is refused")
+    func missingNode() {
+        #expect(throws: StorageError.self) { _ = try ExpertPool(slotBytes: 4096, slotCount: 2, numaNode: 4095) }
+    }
+
+    @Test("byte counts and CPU lists parse as the flags document")
+    func parsing() throws {
+        #expect(parseByteCount("800M") == 800 << 20)
+        #expect(parseByteCount("1.5G") == 3 << 29)
+        #expect(parseByteCount("64K") == 64 << 10)
+        #expect(parseByteCount("4096") == 4096)
+        #expect(parseByteCount("2GB") == 2 << 30)
+        #expect(parseByteCount("lots") == nil)
+        #expect(parseByteCount("-1M") == nil)
+        #expect(try ComputePlacement.parseCPUList("0-2,5") == [0, 1, 2, 5])
+        #expect(throws: ExpertError.self) { _ = try ComputePlacement.parseCPUList("3-1") }
+        #expect(throws: ExpertError.self) { _ = try ComputePlacement.parseCPUList("x") }
+    }
+}

@@ -1,0 +1,158 @@
+import Testing
+@testable import Experts
+
+/// The pool's side of the policy protocol, without memory or I/O: keys in, hits counted,
+/// the policy asked for victims exactly as the provider asks.
+final class PoolSimulator {
+    let capacity: Int
+    let policy: any ExpertCachePolicy
+    private(set) var resident = Set<ExpertKey>()
+    private(set) var hits = 0
+    private(set) var misses = 0
+
+    init(_ name: String, capacity: Int, layers: Int = 4, experts: Int = 16, perToken: Int = 2) {
+        self.capacity = capacity
+        policy = ExpertPolicies.make(name, context: PolicyContext(
+            capacity: capacity, layerCount: layers, expertLayers: Array(0..<layers), expertsPerLayer: experts,
+            expertsPerToken: perToken, bytesPerPrecision: [1000, 300]))!
+    }
+
+    /// One layer's request: every key is pinned until the whole request is served.
+    func request(_ keys: [ExpertKey]) {
+        var pinned = Set<ExpertKey>()
+        for key in keys {
+            if resident.contains(key) {
+                policy.didHit(key)
+                hits += 1
+            } else {
+                policy.didMiss(key)
+                misses += 1
+                if resident.count == capacity {
+                    let victim = policy.victim(for: key) { !pinned.contains($0) }
+                    let v = try! #require(victim, "no victim with \(resident.count - pinned.count) evictable")
+                    #expect(resident.contains(v), "victim \(v) is not resident")
+                    #expect(!pinned.contains(v), "victim \(v) is in use")
+                    resident.remove(v)
+                    policy.didRemove(v)
+                }
+                resident.insert(key)
+                policy.didInsert(key)
+            }
+            pinned.insert(key)
+        }
+    }
+}
+
+func key(_ layer: Int, _ expert: Int, _ precision: Int = 0) -> ExpertKey {
+    ExpertKey(layer: layer, expert: expert, precision: precision)
+}
+
+@Suite("Cache policies")
+struct PolicyTests {
+    @Test("every policy evicts only resident, unpinned experts, and says nil when all are pinned",
+          arguments: ExpertPolicies.names)
+    func neverEvictsPinned(_ name: String) throws {
+        let sim = PoolSimulator(name, capacity: 6)
+        var rng = SplitMix(seed: 7)
+        for _ in 0..<400 {
+            let layer = Int(rng.next() % 4)
+            let a = Int(rng.next() % 16), b = (a + 1 + Int(rng.next() % 15)) % 16
+            sim.request([key(layer, a), key(layer, b)])
+        }
+        #expect(sim.resident.count == 6)
+        let all = sim.resident
+        #expect(sim.policy.victim(for: key(0, 99)) { !all.contains($0) } == nil)
+        let onlyOne = all.first!
+        #expect(sim.policy.victim(for: key(0, 99)) { $0 == onlyOne } == onlyOne)
+    }
+
+    @Test("the registry knows five policies by their flag names")
+    func registry() {
+        #expect(ExpertPolicies.names == ["lru", "lfu", "arc", "fate", "hobbit"])
+        #expect(ExpertPolicies.names.contains(ExpertPolicies.defaultName))
+    }
+
+    @Test("LRU evicts the least recently used")
+    func lru() {
+        let sim = PoolSimulator("lru", capacity: 3)
+        sim.request([key(0, 1)]); sim.request([key(0, 2)]); sim.request([key(0, 3)])
+        sim.request([key(0, 1)])
+        sim.request([key(0, 4)])
+        #expect(sim.resident == [key(0, 1), key(0, 3), key(0, 4)])
+    }
+
+    @Test("LFU evicts the least frequently used, the least recent among equals")
+    func lfu() {
+        let sim = PoolSimulator("lfu", capacity: 3)
+        for _ in 0..<3 { sim.request([key(0, 1)]) }
+        sim.request([key(0, 2)])
+        for _ in 0..<2 { sim.request([key(0, 3)]) }
+        sim.request([key(0, 4)])
+        #expect(sim.resident == [key(0, 1), key(0, 3), key(0, 4)])
+        sim.request([key(0, 5)])  // 4 and 5... 4 has one use, older than 5's
+        #expect(sim.resident == [key(0, 1), key(0, 3), key(0, 5)])
+    }
+
+    @Test("ARC keeps the experts used again and again through a scan of one-off experts; LRU does not")
+    func arcResistsScans() {
+        func run(_ name: String) -> Int {
+            let sim = PoolSimulator(name, capacity: 8, layers: 1, experts: 1000)
+            let hot = (0..<4).map { key(0, $0) }
+            var next = 100
+            for round in 0..<60 {
+                for k in hot { sim.request([k]) }
+                // Bursts of experts used once, longer than the pool.
+                if round % 3 == 0 {
+                    for _ in 0..<10 { sim.request([key(0, next)]); next += 1 }
+                }
+            }
+            return sim.hits
+        }
+        let arc = run("arc"), lru = run("lru")
+        #expect(arc > lru, "arc \(arc) hits, lru \(lru)")
+    }
+
+    @Test("Fate's quotas favour shallow layers and fill the pool")
+    func fateQuotas() {
+        let q = FatePolicy.quotas(capacity: 30, layers: [0, 1, 2, 3])
+        #expect(q.values.reduce(0, +) == 30)
+        #expect(q[0]! > q[3]!)
+        #expect(q[0]! >= q[1]! && q[1]! >= q[2]! && q[2]! >= q[3]!)
+
+        // Uniform random use across layers: residency follows the quotas.
+        let sim = PoolSimulator("fate", capacity: 30, layers: 4, experts: 16)
+        var rng = SplitMix(seed: 3)
+        for _ in 0..<3000 {
+            for layer in 0..<4 {
+                let a = Int(rng.next() % 16), b = (a + 1 + Int(rng.next() % 15)) % 16
+                sim.request([key(layer, a), key(layer, b)])
+            }
+        }
+        let perLayer = (0..<4).map { l in sim.resident.filter { $0.layer == l }.count }
+        #expect(perLayer[0] > perLayer[3], "resident per layer \(perLayer)")
+        #expect(perLayer == (0..<4).map { q[$0]! }, "resident per layer \(perLayer), quotas \(q)")
+    }
+
+    @Test("HOBBIT evicts what is needed last: of experts used in the same token, the layer furthest ahead")
+    func hobbitLayerDistance() {
+        let sim = PoolSimulator("hobbit", capacity: 3, layers: 4)
+        sim.request([key(1, 0)])  // token 0
+        sim.request([key(3, 0)])
+        sim.request([key(0, 7)])  // token 1
+        sim.request([key(2, 5)])  // layer 3 runs next, layer 1 only in the next token
+        #expect(sim.resident == [key(3, 0), key(0, 7), key(2, 5)])
+    }
+}
+
+/// A small deterministic generator, so the simulations repeat exactly.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,28 @@
+import Foundation
+
+/// `../shared/` beside the repository (or `MOE_SHARED_DIR`): llama.cpp-made tiny models.
+enum Shared {
+    static let root: URL = {
+        if let env = ProcessInfo.processInfo.environment["MOE_SHARED_DIR"] { return URL(fileURLWithPath: env) }
+        return URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("shared")
+    }()
+
+    static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
+
+    /// The MoE models, one of each architecture and a spread of types.
+    static let moeModels = ["tiny-qwen3moe.q8_0.gguf", "tiny-qwen2moe.q4_k_m.gguf", "tiny-mixtral.q4_0.gguf",
+                            "tiny-olmoe.q6_k.gguf", "tiny-qwen3moe.f16.gguf"]
+}
+
+/// A directory under the system's temporary directory, removed by `remove()`.
+struct TemporaryDirectory {
+    let url: URL
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("moe-experts-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    func remove() { try? FileManager.default.removeItem(at: url) }
+}
