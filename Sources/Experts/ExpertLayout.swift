@@ -77,7 +77,10 @@ public struct ExpertLayout: Sendable {
         expertsPerToken = hp.expertUsedCount
         let h = hp.embeddingLength, f = hp.expertFeedForwardLength
         let shapes = [(rows: f, columns: h), (rows: f, columns: h), (rows: h, columns: f)]
-        if case let .uint32(v)? = file.metadata[PackFormat.versionKey] {
+        if let value = file.metadata[PackFormat.versionKey] {
+            guard case let .uint32(v) = value else {
+                throw .file("\(file.path): \(PackFormat.versionKey) must be a u32, not \(value)")
+            }
             guard v == PackFormat.version else {
                 throw .file("\(file.path): pack format version \(v) is not supported (this build reads \(PackFormat.version))")
             }
@@ -86,6 +89,9 @@ public struct ExpertLayout: Sendable {
                 throw .file("\(file.path): pack without \(PackFormat.precisionsKey)")
             }
             precisions = names.map(\.string)
+            guard Set(precisions).count == precisions.count else {
+                throw .file("\(file.path): \(PackFormat.precisionsKey) names a precision twice")
+            }
             guard let ls = file.metadata[PackFormat.layersKey]?.array?.integers, !ls.isEmpty,
                   ls.allSatisfy({ $0 >= 0 && $0 < hp.blockCount }), Set(ls).count == ls.count else {
                 throw .file("\(file.path): pack has a missing or invalid \(PackFormat.layersKey)")

@@ -39,6 +39,35 @@ public struct ModelDescription: Sendable {
         public var nonExpertBytes: UInt64
     }
 
+    /// The expert bundles of a pack written by `moe pack` (the format is defined by the
+    /// Experts module's `PackFormat`, which this module cannot import: the keys are spelled
+    /// out here).
+    public struct PackLayout: Sendable {
+        public struct Layer: Sendable {
+            public var layer: Int
+            public var expertCount: Int
+            /// Largest bundle of the layer (all are equal in a well-formed pack).
+            public var bytesPerExpert: UInt64
+            /// Gate, up and down types from the precision's types key (empty when it is missing).
+            public var types: [GGMLType]
+        }
+
+        public struct Precision: Sendable {
+            public var index: Int
+            public var name: String
+            public var layers: [Layer]
+            public var totalBytes: UInt64
+        }
+
+        public var version: Int64?
+        public var expertCount: Int
+        public var expertsUsedPerToken: Int?
+        public var layers: [Int]
+        public var precisions: [Precision]
+        public var bundleBytes: UInt64
+        public var nonBundleBytes: UInt64
+    }
+
     public var path: String
     public var fileSize: UInt64
     public var version: UInt32
@@ -55,6 +84,8 @@ public struct ModelDescription: Sendable {
     public var tensors: [TensorRow]
     public var typeTotals: [(type: GGMLType, count: Int, bytes: UInt64)]
     public var experts: ExpertLayout?
+    /// Set for packs (files with `moe.pack.version`).
+    public var pack: PackLayout?
 
     public init(_ file: GGUFFile) {
         path = file.path
@@ -84,6 +115,64 @@ public struct ModelDescription: Sendable {
         }
         typeTotals = totals.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.bytes > $1.bytes }
         experts = Self.expertLayout(file)
+        pack = Self.packLayout(file)
+    }
+
+    static let packVersionKey = "moe.pack.version"
+
+    /// Groups the bundle tensors `blk.L.exps.P.E` of a pack by precision and layer. Only
+    /// describes: a malformed pack is shown as it is (the Experts module validates it).
+    static func packLayout(_ file: GGUFFile) -> PackLayout? {
+        guard let versionValue = file.metadata[packVersionKey] else { return nil }
+        struct Group { var experts = Set<Int>(); var bytes: UInt64 = 0; var largest: UInt64 = 0 }
+        var groups: [Int: [Int: Group]] = [:]
+        var bundleBytes: UInt64 = 0
+        for t in file.tensors {
+            let parts = t.name.split(separator: ".", omittingEmptySubsequences: false)
+            guard parts.count == 5, parts[0] == "blk", parts[2] == "exps",
+                  let layer = Int(parts[1]), let precision = Int(parts[3]), let expert = Int(parts[4]),
+                  layer >= 0, precision >= 0, expert >= 0 else { continue }
+            var g = groups[precision, default: [:]][layer, default: Group()]
+            g.experts.insert(expert)
+            g.bytes += t.byteCount
+            g.largest = max(g.largest, t.byteCount)
+            groups[precision, default: [:]][layer] = g
+            bundleBytes += t.byteCount
+        }
+        let names = file.metadata["moe.pack.precisions"]?.array?.strings?.map(\.string) ?? []
+        let layers = Set(groups.values.flatMap(\.keys)).sorted()
+        let precisionIndices = Set(groups.keys).union(names.indices).sorted()
+        // Types are listed per layer of moe.pack.layers, gate, up, down for each.
+        let declaredLayers = file.metadata["moe.pack.layers"]?.array?.integers ?? []
+        let precisions = precisionIndices.map { p -> PackLayout.Precision in
+            let codes = file.metadata["moe.pack.precision.\(p).types"]?.array?.integers ?? []
+            let typed = codes.count == 3 * declaredLayers.count ? codes.map { UInt32(exactly: $0).flatMap(GGMLType.init(rawValue:)) } : []
+            let entries = layers.compactMap { layer -> PackLayout.Layer? in
+                guard let g = groups[p]?[layer] else { return nil }
+                var types: [GGMLType] = []
+                if !typed.isEmpty, let i = declaredLayers.firstIndex(of: Int64(layer)) {
+                    types = typed[(3 * i)..<(3 * i + 3)].compactMap { $0 }
+                }
+                return PackLayout.Layer(layer: layer, expertCount: g.experts.count, bytesPerExpert: g.largest,
+                                        types: types.count == 3 ? types : [])
+            }
+            return PackLayout.Precision(index: p, name: p < names.count ? names[p] : "precision \(p)", layers: entries,
+                                        totalBytes: entries.reduce(0) { $0 + (groups[p]?[$1.layer]?.bytes ?? 0) })
+        }
+        let arch = file.architecture ?? ""
+        let counted = groups[0]?.values.map(\.experts.count).max() ?? 0
+        // Counts are rendered unsigned: a negative value in a damaged file counts as absent.
+        func count(_ key: String) -> Int? {
+            file.metadata["\(arch).\(key)"]?.integer.flatMap { $0 >= 0 ? Int(exactly: $0) : nil }
+        }
+        return PackLayout(
+            version: versionValue.integer,
+            expertCount: count("expert_count") ?? counted,
+            expertsUsedPerToken: count("expert_used_count"),
+            layers: layers,
+            precisions: precisions,
+            bundleBytes: bundleBytes,
+            nonBundleBytes: file.tensorBytes - bundleBytes)
     }
 
     static func tokenizerSummary(_ m: GGUFMetadata) -> TokenizerSummary? {
@@ -136,7 +225,8 @@ public struct ModelDescription: Sendable {
             expertBytes += t.byteCount
         }
         guard !layers.isEmpty else { return nil }
-        if declared == 0 { declared = layers.values.map(\.expertCount).max() ?? 0 }
+        // A damaged file may declare a negative count: describe what the tensors show instead.
+        if declared <= 0 { declared = layers.values.map(\.expertCount).max() ?? 0 }
         let total = file.tensorBytes
         return ExpertLayout(
             expertCount: declared,
@@ -208,6 +298,7 @@ extension ModelDescription {
             out.append("  expert bytes: \(formatBytes(e.totalExpertBytes)) (\(String(format1(pct)))% of tensor data)")
             out.append("  other bytes:  \(formatBytes(e.nonExpertBytes))\(e.sharedExpertBytes > 0 ? " (shared experts \(formatBytes(e.sharedExpertBytes)))" : "")")
         }
+        if let p = pack { out.append(contentsOf: packText(p)) }
         out.append("")
         out.append("tensors:")
         let rows = showAllTensors ? tensors : Array(tensors.prefix(20))
@@ -223,6 +314,39 @@ extension ModelDescription {
         }
         if rows.count < tensors.count { out.append("  … \(tensors.count - rows.count) more") }
         return out.joined(separator: "\n")
+    }
+
+    private func packText(_ p: PackLayout) -> [String] {
+        var out = [""]
+        let names = p.precisions.map(\.name).joined(separator: ", ")
+        out.append("pack:          version \(p.version.map(String.init) ?? "?"), \(p.precisions.count) precision"
+                   + "\(p.precisions.count == 1 ? "" : "s") (\(names))")
+        out.append("  experts:     \(p.expertCount) per layer\(p.expertsUsedPerToken.map { ", \($0) used per token" } ?? "")"
+                   + " in \(p.layers.count) layers")
+        let width = max(12, (p.precisions.map(\.name.count).max() ?? 0) + 2)
+        func types(_ t: [GGMLType]) -> String {
+            t.isEmpty ? "types unknown" : zip(t, ["gate", "up", "down"]).map { "\($0.name) \($1)" }.joined(separator: ", ")
+        }
+        for precision in p.precisions {
+            let label = (precision.name + ":").padded(width)
+            let sizes = Set(precision.layers.map(\.bytesPerExpert))
+            let typeSets = Set(precision.layers.map(\.types))
+            if sizes.count == 1, typeSets.count == 1, let l = precision.layers.first,
+               precision.layers.allSatisfy({ $0.expertCount == l.expertCount }) {
+                out.append("  \(label) \(formatBytes(l.bytesPerExpert)) per expert (\(types(l.types))), "
+                           + "\(formatBytes(precision.totalBytes)) in all")
+            } else {
+                out.append("  \(label) \(formatBytes(precision.totalBytes)) in all")
+                for l in precision.layers {
+                    out.append("    layer \(l.layer): \(l.expertCount) × \(formatBytes(l.bytesPerExpert)) (\(types(l.types)))")
+                }
+            }
+        }
+        let total = p.bundleBytes + p.nonBundleBytes
+        let pct = total > 0 ? Double(p.bundleBytes) / Double(total) * 100 : 0
+        out.append("  bundle bytes: \(formatBytes(p.bundleBytes)) (\(format1(pct))% of tensor data)")
+        out.append("  other bytes:  \(formatBytes(p.nonBundleBytes))")
+        return out
     }
 
     /// JSON report (stable keys, one object).
@@ -269,6 +393,36 @@ extension ModelDescription {
                                 o.field("layer") { o.number(UInt64(l.layer)) }
                                 o.field("experts") { o.number(UInt64(l.expertCount)) }
                                 o.field("bytes_per_expert") { o.number(l.bytesPerExpert) }
+                            }
+                        }
+                    }
+                }
+            }
+            if let p = pack {
+                o.field("pack") {
+                    o.object {
+                        o.field("version") { if let v = p.version { o.number(v) } else { o.null() } }
+                        o.field("expert_count") { o.number(UInt64(p.expertCount)) }
+                        o.field("experts_used") { if let u = p.expertsUsedPerToken { o.number(UInt64(u)) } else { o.null() } }
+                        o.field("layers") { o.array(p.layers) { o.number(UInt64($0)) } }
+                        o.field("bundle_bytes") { o.number(p.bundleBytes) }
+                        o.field("non_bundle_bytes") { o.number(p.nonBundleBytes) }
+                        o.field("precisions") {
+                            o.array(p.precisions) { precision in
+                                o.object {
+                                    o.field("name") { o.string(precision.name) }
+                                    o.field("total_bytes") { o.number(precision.totalBytes) }
+                                    o.field("layers") {
+                                        o.array(precision.layers) { l in
+                                            o.object {
+                                                o.field("layer") { o.number(UInt64(l.layer)) }
+                                                o.field("experts") { o.number(UInt64(l.expertCount)) }
+                                                o.field("bytes_per_expert") { o.number(l.bytesPerExpert) }
+                                                o.field("types") { o.array(l.types) { o.string($0.name) } }
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }

@@ -181,7 +181,7 @@ struct OffloadingOptions: ParsableArguments {
             if settings.explicitBudget { printError("note: \(path) has no routed experts; --expert-memory is ignored") }
             return false
         }
-        if settings.explicitBudget { return true }
+        if settings.explicitBudget || info.isPacked { return true }
         return info.fileSize + UInt64(OffloadedModel.reserveBytes) > UInt64(max(AvailableMemory.bytes(), 0))
     }
 }
@@ -190,13 +190,16 @@ struct OffloadingOptions: ParsableArguments {
 struct ModelFileSummary {
     var fileSize: UInt64
     var isMoE: Bool
+    /// A `moe pack` file: its experts are only readable through the offloading provider.
+    var isPacked: Bool
 
     init(path: String) throws(ModelError) {
         do {
             let backend = try StorageFile.open(path: path, backend: .pread, direct: false)
             let file = try GGUFFile.read(from: backend)
             fileSize = backend.fileSize
-            isMoE = file.tensors.contains { $0.name.hasSuffix("_exps.weight") || $0.name.contains(".exps.") }
+            isPacked = file.metadata.contains(PackFormat.versionKey)
+            isMoE = isPacked || file.tensors.contains { $0.name.hasSuffix("_exps.weight") }
         } catch let e as GGUFError {
             throw .file("\(path): \(e.description)")
         } catch let e as StorageError {

@@ -64,6 +64,29 @@ struct OffloadingTests {
         }
     }
 
+    @Test("a pack runs with one read per expert and the same logits as the plain file",
+          arguments: ["tiny-qwen3moe.q8_0.gguf", "tiny-qwen2moe.q4_k_m.gguf", "tiny-olmoe.q6_k.gguf"])
+    func packedFile(_ name: String) throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let pack = dir.path("pack.gguf")
+        _ = try ExpertPacker(input: Shared.model(name), output: pack, lowPrecisions: [.q4_0]).write()
+        let expected = try scriptLogits(try DecoderModel.load(path: Shared.model(name)), pool: Self.pool)
+        var reads: [Int] = []
+        for slots in [4, 1000] {
+            let (model, provider) = try offloaded(pack, slots: slots) { inner in
+                FaultInjectingBackend(wrapping: inner) { request, _ in reads.append(request.length); return .none }
+            }
+            #expect(provider.layout.isPacked)
+            reads.removeAll()
+            let got = try scriptLogits(model, pool: Self.pool)
+            #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(name), \(slots) slots")
+            // One aligned read per expert loaded.
+            #expect(reads.count == provider.stats.expertsRead)
+            #expect(reads.allSatisfy { $0 % 4096 == 0 })
+        }
+    }
+
     @Test("a pool that holds every expert reads each once and then only hits")
     func warmPoolOnlyHits() throws {
         let path = Shared.model("tiny-qwen3moe.q8_0.gguf")
