@@ -119,28 +119,41 @@ public enum AvailableMemory {
     }
 }
 
-/// A short measurement of the device's read bandwidth on the model file itself: large
-/// O_DIRECT reads of expert data, several in flight (what the loader does at its best).
+/// A short measurement of the device's read bandwidth on the model file itself: 1 MiB
+/// O_DIRECT reads at random places in the expert data, 16 in flight (what the loader does
+/// at its best), 256 MiB in all.
 enum DiskProbe {
     static func sequentialBandwidth(_ backend: any StorageBackend, layout: ExpertLayout) -> Double? {
-        let chunk = 4 << 20, count = 16
-        guard let buffer = try? AlignedBuffer(byteCount: chunk * 4) else { return nil }
-        // Spread over the expert data, so a warm page cache for one spot does not flatter it.
+        let size = 1 << 20, depth = 16, total = 256
+        guard backend.pending == 0, let buffer = try? AlignedBuffer(byteCount: size * depth) else { return nil }
         let first = layout.slices(layer: layout.layers[0], expert: 0)[0].fileOffset & ~UInt64(4095)
-        let span = backend.fileSize > first + UInt64(chunk) ? backend.fileSize - first - UInt64(chunk) : 0
-        let start = ContinuousClock.now
-        var requests: [ReadRequest] = []
-        for i in 0..<count {
-            let offset = (first + span / UInt64(count) * UInt64(i)) & ~UInt64(4095)
-            requests.append(ReadRequest(offset: offset, length: chunk, destination: buffer.baseAddress + (i % 4) * chunk, tag: UInt64(i)))
+        guard backend.fileSize > first + UInt64(size) else { return nil }
+        let span = (backend.fileSize - first - UInt64(size)) / UInt64(size)
+        var rng = SystemRandomNumberGenerator()
+        func request(_ i: Int) -> ReadRequest {
+            let block = span > 0 ? UInt64.random(in: 0..<span, using: &rng) : 0
+            return ReadRequest(offset: first + block * UInt64(size), length: size,
+                               destination: buffer.baseAddress + (i % depth) * size, tag: UInt64(i % depth))
         }
+        let start = ContinuousClock.now
         do {
-            // Four in flight at a time, as the loader keeps several experts in flight.
-            for i in stride(from: 0, to: count, by: 4) { try backend.readBatch(Array(requests[i..<min(i + 4, count)])) }
+            try backend.submit((0..<depth).map(request))
+            var issued = depth, done = 0
+            while done < total {
+                let completions = try backend.reap(minimum: 1)
+                if completions.contains(where: { $0.error != nil }) { _ = try? backend.reap(minimum: backend.pending); return nil }
+                done += completions.count
+                let more = min(completions.count, total - issued)
+                if more > 0 {
+                    try backend.submit(completions.prefix(more).map { request(Int($0.tag)) })
+                    issued += more
+                }
+            }
         } catch {
+            while backend.pending > 0, (try? backend.reap(minimum: 1)) != nil {}
             return nil
         }
         let seconds = (ContinuousClock.now - start).seconds
-        return seconds > 0 ? Double(chunk * count) / seconds : nil
+        return seconds > 0 ? Double(size * total) / seconds : nil
     }
 }

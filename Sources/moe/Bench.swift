@@ -47,17 +47,22 @@ struct Bench: ParsableCommand {
         }
         func decode() throws -> Double {
             session.rewind(to: 0)
-            var token = Int.random(in: 0..<vocab, using: &rng)
+            // A random token each step, as llama-bench feeds: on a MoE model the routing
+            // then varies from token to token, as it does in real text, instead of settling
+            // into the loop a greedy continuation of a random-weight model falls into.
             let start = clock.now
             for _ in 0..<generatedTokens {
-                let logits = try runReporting { try session.evaluate([token], logits: .last) }
-                token = logits.indices.max(by: { logits[$0] < logits[$1] }) ?? 0
+                let token = Int.random(in: 0..<vocab, using: &rng)
+                _ = try runReporting { try session.evaluate([token], logits: .last) }
             }
             return Double(generatedTokens) / (clock.now - start).seconds
         }
         // One untimed warm-up of each test (page faults, thread start-up).
         if promptTokens > 0 { _ = try prefill() }
         if generatedTokens > 0 { _ = try decode() }
+        // Expert figures cover the timed runs only.
+        let offloaded = model.experts as? OffloadedExpertProvider
+        offloaded?.stats.reset()
         var prefillRates: [Double] = []
         var decodeRates: [Double] = []
         for _ in 0..<runs {
@@ -72,6 +77,15 @@ struct Bench: ParsableCommand {
             if let d { fields.append("\"decode_tokens_per_second\": \(String(format: "%.3f", d))") }
             fields.append("\"peak_rss_bytes\": \(peak)")
             fields.append("\"threads\": \(session.pool.threadCount)")
+            if let stats = offloaded?.stats {
+                fields.append("\"expert_hit_rate\": \(String(format: "%.4f", stats.hitRate))")
+                fields.append("\"expert_bytes_read_per_token\": \(Int(stats.bytesPerToken))")
+                fields.append("\"io_stall_ms_per_token\": \(String(format: "%.3f", stats.tokens > 0 ? 1000 * stats.stallSeconds / Double(stats.tokens) : 0))")
+                if let bw = stats.diskBandwidth { fields.append("\"disk_bytes_per_second\": \(Int(bw))") }
+                if let bound = stats.diskBoundTokensPerSecond {
+                    fields.append("\"disk_bound_tokens_per_second\": \(String(format: "%.3f", bound))")
+                }
+            }
             print("{" + fields.joined(separator: ", ") + "}")
         } else {
             print("model: \(try options.modelPath()) (\(model.hyperParameters.architecture)), threads: \(session.pool.threadCount), runs: \(runs)")

@@ -87,6 +87,18 @@ struct OffloadingTests {
         }
     }
 
+    @Test("the pread fallback serves experts with the same logits")
+    func preadBackend() throws {
+        let path = Shared.model("tiny-mixtral.q4_0.gguf")
+        let expected = try scriptLogits(try DecoderModel.load(path: path), pool: Self.pool)
+        var options = OffloadOptions()
+        options.expertMemory = 1 << 20
+        let (model, provider) = try OffloadedModel.load(path: path, backend: .pread, options: options)
+        let got = try scriptLogits(model, pool: Self.pool)
+        #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern })
+        #expect(provider.stats.totalMisses > 0 && provider.stats.totalHits > 0)
+    }
+
     @Test("a pool that holds every expert reads each once and then only hits")
     func warmPoolOnlyHits() throws {
         let path = Shared.model("tiny-qwen3moe.q8_0.gguf")
