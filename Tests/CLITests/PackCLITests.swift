@@ -4,28 +4,9 @@ import Testing
 /// `moe pack` and `moe inspect` on its output, as a user runs them.
 @Suite("moe pack command line")
 struct PackCLITests {
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    func run(_ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = CLITests.executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                      stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func model(_ name: String) -> String { CLITests.shared.appendingPathComponent("models/\(name)").path }
+    private let cli = CLITests()
+    func run(_ arguments: [String]) throws -> CLITests.Result { try cli.run(arguments) }
+    func model(_ name: String) -> String { cli.model(name) }
 
     func withDirectory(_ body: (URL) throws -> Void) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moe-pack-cli-\(UUID().uuidString)")

@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+
+/// The offloading flags as a user meets them.
+@Suite("Offloading flags")
+struct OffloadCLITests {
+    private let cli = CLITests()
+
+    @Test func statsReportHitRatesBytesAndTheDiskBound() throws {
+        let r = try cli.run(["generate", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "-p", "Hello world", "-n", "8",
+                             "--temp", "0", "--expert-memory", "1M", "--expert-policy", "lru", "--stats"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("experts: 4 of 48 fit in"), "\(r.stderr)")
+        #expect(r.stderr.contains("policy lru, plain GGUF"))
+        #expect(r.stderr.contains("hit rate per layer: 0:"))
+        #expect(r.stderr.contains("per token), ") && r.stderr.contains("GB/s while reading, I/O stall"))
+        #expect(r.stderr.contains("disk bound: "))
+    }
+
+    @Test func sameTextAsTheResidentRun() throws {
+        let args = ["generate", "-m", cli.model("tiny-olmoe.q8_0.gguf"), "-p", "Once upon", "-n", "12", "--temp", "0"]
+        let resident = try cli.run(args)
+        let offloaded = try cli.run(args + ["--expert-memory", "2M", "--expert-policy", "fate"])
+        #expect(resident.status == 0 && offloaded.status == 0, "\(offloaded.stderr)")
+        #expect(offloaded.stdout == resident.stdout)
+    }
+
+    @Test func budgetBelowTheMinimumStatesIt() throws {
+        let r = try cli.run(["generate", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "-p", "Hi", "--expert-memory", "64K"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("error: --expert-memory 64.0 KiB is below the minimum of 864.0 KiB"), "\(r.stderr)")
+    }
+
+    @Test func badFlagValuesAreNamed() throws {
+        let policy = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--expert-policy", "mru"])
+        #expect(policy.status != 0)
+        #expect(policy.stderr.contains("unknown --expert-policy 'mru'"), "\(policy.stderr)")
+        let memory = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--expert-memory", "lots"])
+        #expect(memory.status != 0)
+        #expect(memory.stderr.contains("cannot read --expert-memory 'lots'"), "\(memory.stderr)")
+        let cpus = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--cpus", "3-1"])
+        #expect(cpus.status != 0)
+        #expect(cpus.stderr.contains("cannot read CPU list '3-1'"), "\(cpus.stderr)")
+    }
+
+    @Test func denseModelsIgnoreTheBudgetWithANote() throws {
+        let r = try cli.run(["generate", "-m", cli.model("tiny-qwen3.q8_0.gguf"), "-p", "Hi", "-n", "2",
+                             "--expert-memory", "1M"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("has no routed experts; --expert-memory is ignored"))
+    }
+
+    @Test func benchJSONCarriesTheExpertFigures() throws {
+        let r = try cli.run(["bench", "-m", cli.model("tiny-mixtral.q8_0.gguf"), "-p", "0", "-n", "4", "-r", "1",
+                             "--expert-memory", "1M", "--stats", "--json", "--cpus", "0"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(o["decode_tokens_per_second"] is Double)
+        #expect(o["expert_hit_rate"] is Double)
+        #expect((o["expert_bytes_read_per_token"] as? Int).map { $0 > 0 } == true)
+        #expect(o["disk_bound_tokens_per_second"] is Double)
+        #expect(o["threads"] as? Int == 1, "--cpus 0 leaves one CPU, so one thread")
+    }
+}
