@@ -5,6 +5,17 @@ import Foundation
 public final class ExpertStats {
     public private(set) var hits: [Int: Int] = [:]
     public private(set) var misses: [Int: Int] = [:]
+    /// Hits on experts whose prefetch was still being read (counted in `hits` too).
+    public private(set) var inFlightHits = 0
+    public internal(set) var prefetchesIssued = 0
+    /// Prefetched experts a layer then asked for, and those evicted before any did.
+    public internal(set) var prefetchesUsed = 0
+    public internal(set) var prefetchesWasted = 0
+    /// Cross-layer prediction: experts predicted, selected, and both.
+    public private(set) var predicted = 0
+    public private(set) var selected = 0
+    public private(set) var predictedAndSelected = 0
+    private var predictions: [Int: Set<Int>] = [:]
     public internal(set) var bytesRead: UInt64 = 0
     public internal(set) var expertsRead = 0
     /// Seconds during which at least one read was outstanding.
@@ -18,7 +29,25 @@ public final class ExpertStats {
 
     public init() {}
 
-    func hit(layer: Int) { hits[layer, default: 0] += 1 }
+    func hit(layer: Int, inFlight: Bool = false) {
+        hits[layer, default: 0] += 1
+        if inFlight { inFlightHits += 1 }
+    }
+
+    func recordHint(layer: Int, experts: [Int]) { predictions[layer] = Set(experts) }
+
+    /// Scores the prediction made for `layer`, if any, against what it selected.
+    func recordPrediction(layer: Int, actual: [Int]) {
+        guard let p = predictions.removeValue(forKey: layer) else { return }
+        predicted += p.count
+        selected += actual.count
+        predictedAndSelected += actual.filter { p.contains($0) }.count
+    }
+
+    /// Of the experts layers selected, the share that had been predicted.
+    public var predictionRecall: Double { selected > 0 ? Double(predictedAndSelected) / Double(selected) : 0 }
+    /// Of the experts predicted, the share then selected.
+    public var predictionPrecision: Double { predicted > 0 ? Double(predictedAndSelected) / Double(predicted) : 0 }
     func miss(layer: Int) { misses[layer, default: 0] += 1 }
 
     public var totalHits: Int { hits.values.reduce(0, +) }
@@ -44,6 +73,13 @@ public final class ExpertStats {
         readBusySeconds = 0
         stallSeconds = 0
         tokens = 0
+        inFlightHits = 0
+        prefetchesIssued = 0
+        prefetchesUsed = 0
+        prefetchesWasted = 0
+        predicted = 0
+        selected = 0
+        predictedAndSelected = 0
     }
 
     /// A readable report (several lines, no trailing newline).
@@ -51,6 +87,11 @@ public final class ExpertStats {
         var lines: [String] = []
         let lookups = totalHits + totalMisses
         lines.append(String(format: "experts: hit rate %.1f%% (%d of %d lookups), %d read", 100 * hitRate, totalHits, lookups, expertsRead))
+        if selected > 0 {
+            lines.append(String(format: "prediction: recall %.1f%%, precision %.1f%%; prefetched %d experts: %d used (%d still arriving when asked for), %d evicted unused",
+                                100 * predictionRecall, 100 * predictionPrecision, prefetchesIssued, prefetchesUsed,
+                                inFlightHits, prefetchesWasted))
+        }
         if perLayer {
             let layers = Set(hits.keys).union(misses.keys).sorted()
             let cells = layers.map { l -> String in

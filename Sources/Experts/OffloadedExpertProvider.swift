@@ -4,14 +4,16 @@ import Models
 import Storage
 
 /// Serves a MoE model's experts from a fixed pool, reading missing ones from the model file
-/// on demand.
+/// on demand, and ahead of demand when told what the next layer will probably want.
 ///
 /// For each layer: hits are pinned; every miss that can get a slot (a free one, or one the
-/// policy frees) is submitted at once; the hits are computed while those reads run; then
-/// each completed expert is computed as it arrives. Misses that found no slot (everything
-/// else pinned) wait until a computed group is unpinned, so a selection larger than the
-/// pool runs in waves. Nothing pinned is ever evicted, and a failed read leaves the pool
-/// consistent (the slot is simply free again).
+/// policy frees) is submitted at once; the prefetch hinted for the next layer is submitted
+/// behind them; the hits are computed while those reads run; then each completed expert is
+/// computed as it arrives. An expert already being read (prefetched) is waited for, not
+/// read again. Misses that found no slot (everything else pinned) wait until a computed
+/// group is unpinned, so a selection larger than the pool runs in waves. Nothing pinned or
+/// in flight is ever evicted, and a failed read leaves the pool consistent (the slot is
+/// simply free again).
 public final class OffloadedExpertProvider: ExpertProvider {
     public let layout: ExpertLayout
     public let pool: ExpertPool
@@ -20,7 +22,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
     private let backend: any StorageBackend
     private let fileSize: UInt64
 
-    /// Per slot: the expert it holds (or is loading), and how many current users it has.
+    /// Per slot: the expert it holds (or is loading), and how many holds keep it in place
+    /// (a computation using it, or a read in flight into it).
     private var occupant: [ExpertKey?]
     private var pins: [Int]
     private var freeSlots: [Int]
@@ -28,15 +31,23 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// Where each matrix of a slot's expert starts, as offsets into the slot.
     private var sliceOffsets: [[Int]]
 
-    /// The reads of one expert being loaded.
+    /// The reads of one expert being loaded into a slot.
     private struct Load {
-        var position: Int
         var key: ExpertKey
         var remaining: Int
         var failure: StorageError?
+        /// The position in the current layer's request that waits for it; nil for a
+        /// prefetch nobody has asked for yet.
+        var consumer: Int?
+        var bytes: Int
     }
     private var loads: [Int: Load] = [:]   // by slot
+    private var loadingSlot: [ExpertKey: Int] = [:]
+    /// Prefetched experts not yet used (to count prefetches used and wasted).
+    private var unusedPrefetches = Set<ExpertKey>()
     private var readStart: ContinuousClock.Instant?
+    /// The next layer's predicted experts, most likely first (from `hint`).
+    private var pendingHint: (layer: Int, experts: [Int])?
 
     /// The smallest pool that works: one token's experts of one layer.
     public static func minimumSlots(_ layout: ExpertLayout) -> Int { max(layout.expertsPerToken, 1) }
@@ -71,25 +82,62 @@ public final class OffloadedExpertProvider: ExpertProvider {
         }
     }
 
-    public func beginBatch(tokens: Int) { stats.tokens += tokens }
+    public func beginBatch(tokens: Int) {
+        stats.tokens += tokens
+        batchTokens = tokens
+    }
+    private var batchTokens = 1
 
     /// Whether `expert` of `layer` is in the pool now.
     public func isResident(layer: Int, expert: Int) -> Bool { slotOf[ExpertKey(layer: layer, expert: expert)] != nil }
     public var residentCount: Int { slotOf.count }
+    /// Experts whose reads are in flight (prefetches not yet asked for, mostly).
+    public var loadingCount: Int { loads.count }
+
+    /// Whether to read ahead what the cross-layer gate predicts for the next layer.
+    public var prefetches = false
+
+    public var wantsPrediction: Bool { prefetches }
+
+    /// Experts to read ahead for one layer: a token's worth in decoding; for a batch the
+    /// most popular predictions, up to a share of the pool that leaves room for the layers
+    /// in between.
+    var prefetchLimit: Int {
+        let k = layout.expertsPerToken
+        guard batchTokens > 1 else { return k }
+        return min(layout.expertCount, max(k, pool.slotCount / (2 * max(layout.layers.count, 1))))
+    }
+
+    public func hint(layer: Int, experts: [Int]) {
+        guard prefetches, layout.hasExperts(layer: layer) else { return }
+        pendingHint = (layer, Array(experts.prefix(prefetchLimit)))
+        stats.recordHint(layer: layer, experts: Array(experts.prefix(layout.expertsPerToken)))
+    }
 
     public func withExperts(layer: Int, experts: [Int], importance: [Float],
                             compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError) {
+        stats.recordPrediction(layer: layer, actual: experts)
         var ready: [Int] = []
         var waiting: [Int] = []
         var pinnedSlots: [Int] = []
+        var outstanding = 0
         for (position, e) in experts.enumerated() {
             let key = ExpertKey(layer: layer, expert: e)
+            if unusedPrefetches.remove(key) != nil { stats.prefetchesUsed += 1 }
             if let slot = slotOf[key] {
                 pins[slot] += 1
                 pinnedSlots.append(slot)
                 policy.didHit(key)
                 stats.hit(layer: layer)
                 ready.append(position)
+            } else if let slot = loadingSlot[key] {
+                // Prefetched and still arriving: wait for that read.
+                pins[slot] += 1
+                pinnedSlots.append(slot)
+                loads[slot]!.consumer = position
+                outstanding += 1
+                policy.didHit(key)
+                stats.hit(layer: layer, inFlight: true)
             } else {
                 policy.didMiss(key)
                 stats.miss(layer: layer)
@@ -100,21 +148,27 @@ public final class OffloadedExpertProvider: ExpertProvider {
 
         var failure: ModelError?
         do {
-            try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+            outstanding += try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+            try issueHintedPrefetch(current: layer)
             if !ready.isEmpty {
                 try computeGroup(ready, layer: layer, experts: experts, compute: compute, pinned: &pinnedSlots)
             }
-            while !loads.isEmpty || !waiting.isEmpty {
-                if loads.isEmpty {
-                    // Only happens when every slot is pinned by this very call, which the
-                    // minimum pool size rules out; guard against a hang anyway.
-                    try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
-                    if loads.isEmpty {
-                        throw ModelError.storage("the expert pool has no free slot for layer \(layer) (all \(pool.slotCount) in use)")
+            while outstanding > 0 || !waiting.isEmpty {
+                if outstanding == 0 {
+                    outstanding += try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+                    if outstanding == 0 {
+                        // Every slot is held by reads in flight for other layers (prefetches):
+                        // let them land, which frees their holds.
+                        guard backend.pending > 0 else {
+                            throw ModelError.storage("the expert pool has no free slot for layer \(layer) (all \(pool.slotCount) in use)")
+                        }
+                        _ = try awaitLoads(pinned: &pinnedSlots)
+                        continue
                     }
                 }
                 let arrived = try awaitLoads(pinned: &pinnedSlots)
-                try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+                outstanding -= arrived.count
+                outstanding += try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
                 if !arrived.isEmpty {
                     try computeGroup(arrived, layer: layer, experts: experts, compute: compute, pinned: &pinnedSlots)
                 }
@@ -133,23 +187,57 @@ public final class OffloadedExpertProvider: ExpertProvider {
 
     // MARK: Loading
 
-    private func startLoads(layer: Int, experts: [Int], waiting: inout [Int], pinned: inout [Int]) throws(ModelError) {
+    /// Starts the reads of waiting positions that can get a slot; returns how many started.
+    private func startLoads(layer: Int, experts: [Int], waiting: inout [Int], pinned: inout [Int]) throws(ModelError) -> Int {
         var requests: [ReadRequest] = []
+        var started = 0
         while let position = waiting.last {
             let key = ExpertKey(layer: layer, expert: experts[position])
-            guard let slot = claimSlot(for: key) else { break }
+            guard let slot = claimSlot(for: key, sparing: []) else { break }
             waiting.removeLast()
-            let plan = ReadPlan(layout.slices(layer: layer, expert: key.expert), fileSize: fileSize)
-            occupant[slot] = key
-            pins[slot] += 1
+            beginLoad(key, into: slot, consumer: position, requests: &requests)
             pinned.append(slot)
-            sliceOffsets[slot] = plan.sliceOffsets
-            loads[slot] = Load(position: position, key: key, remaining: plan.reads.count)
-            for r in plan.reads {
-                requests.append(ReadRequest(offset: r.offset, length: r.length, destination: pool.slot(slot) + r.slotOffset,
-                                            tag: UInt64(slot)))
-            }
+            started += 1
         }
+        try submit(requests)
+        return started
+    }
+
+    /// Reads the hinted experts of the next layer that are neither resident nor loading,
+    /// into free slots or slots the policy gives up (never one the hint itself names).
+    private func issueHintedPrefetch(current layer: Int) throws(ModelError) {
+        guard let hint = pendingHint else { return }
+        pendingHint = nil
+        guard hint.layer != layer else { return }
+        let named = Set(hint.experts.map { ExpertKey(layer: hint.layer, expert: $0) })
+        var requests: [ReadRequest] = []
+        for e in hint.experts {
+            let key = ExpertKey(layer: hint.layer, expert: e)
+            if slotOf[key] != nil || loadingSlot[key] != nil { continue }
+            guard let slot = claimSlot(for: key, sparing: named) else { break }
+            beginLoad(key, into: slot, consumer: nil, requests: &requests)
+            unusedPrefetches.insert(key)
+            stats.prefetchesIssued += 1
+        }
+        try submit(requests)
+    }
+
+    private func beginLoad(_ key: ExpertKey, into slot: Int, consumer: Int?, requests: inout [ReadRequest]) {
+        let plan = ReadPlan(layout.slices(layer: key.layer, expert: key.expert), fileSize: fileSize)
+        occupant[slot] = key
+        pins[slot] += 1  // the read's own hold, dropped when it lands
+        if consumer != nil { pins[slot] += 1 }  // the computation's hold
+        sliceOffsets[slot] = plan.sliceOffsets
+        let bytes = layout.slices(layer: key.layer, expert: key.expert).reduce(0) { $0 + $1.byteCount }
+        loads[slot] = Load(key: key, remaining: plan.reads.count, consumer: consumer, bytes: bytes)
+        loadingSlot[key] = slot
+        for r in plan.reads {
+            requests.append(ReadRequest(offset: r.offset, length: r.length, destination: pool.slot(slot) + r.slotOffset,
+                                        tag: UInt64(slot)))
+        }
+    }
+
+    private func submit(_ requests: [ReadRequest]) throws(ModelError) {
         guard !requests.isEmpty else { return }
         if backend.pending == 0 { readStart = ContinuousClock.now }
         do {
@@ -159,23 +247,26 @@ public final class OffloadedExpertProvider: ExpertProvider {
         }
     }
 
-    /// A free slot, or one the policy gives up; nil when every resident expert is pinned.
-    private func claimSlot(for key: ExpertKey) -> Int? {
+    /// A free slot, or one the policy gives up (not pinned, not loading, not in `sparing`);
+    /// nil when there is none.
+    private func claimSlot(for key: ExpertKey, sparing: Set<ExpertKey>) -> Int? {
         if let slot = freeSlots.popLast() { return slot }
         let victim = policy.victim(for: key) { [slotOf, pins] k in
             guard let s = slotOf[k] else { return false }
-            return pins[s] == 0
+            return pins[s] == 0 && !sparing.contains(k)
         }
         guard let victim, let slot = slotOf[victim], pins[slot] == 0 else { return nil }
         slotOf[victim] = nil
         occupant[slot] = nil
         policy.didRemove(victim)
+        if unusedPrefetches.remove(victim) != nil { stats.prefetchesWasted += 1 }
         return slot
     }
 
     /// Waits for at least one read, takes every completion available, and returns the
-    /// positions of experts whose reads are all done. Throws the first read failure (after
-    /// the pool is consistent again).
+    /// positions (of the current request) whose experts are now complete. Prefetches that
+    /// land become resident. Throws the first failure of a read the current request
+    /// waits for (after the pool is consistent again).
     private func awaitLoads(pinned: inout [Int]) throws(ModelError) -> [Int] {
         let waitStart = ContinuousClock.now
         var completions: [ReadCompletion]
@@ -200,17 +291,26 @@ public final class OffloadedExpertProvider: ExpertProvider {
             if let e = c.error, load.failure == nil { load.failure = e }
             if load.remaining > 0 { loads[slot] = load; continue }
             loads[slot] = nil
+            loadingSlot[load.key] = nil
+            pins[slot] -= 1  // the read's hold
             if let e = load.failure {
-                // The slot holds garbage: free it, the expert stays missing.
-                release(slot, pinned: &pinned)
-                firstFailure = firstFailure ?? e
+                // The slot holds garbage: free it, the expert stays missing. A failed
+                // prefetch is not an error: the expert is read again if it is asked for.
+                unusedPrefetches.remove(load.key)
+                if load.consumer != nil {
+                    pins[slot] -= 1
+                    if let i = pinned.firstIndex(of: slot) { pinned.remove(at: i) }
+                    firstFailure = firstFailure ?? e
+                }
+                occupant[slot] = nil
+                freeSlots.append(slot)
                 continue
             }
             slotOf[load.key] = slot
             policy.didInsert(load.key)
             stats.expertsRead += 1
-            stats.bytesRead += UInt64(layout.slices(layer: load.key.layer, expert: load.key.expert).reduce(0) { $0 + $1.byteCount })
-            arrived.append(load.position)
+            stats.bytesRead += UInt64(load.bytes)
+            if let position = load.consumer { arrived.append(position) }
         }
         if let firstFailure { throw .storage(firstFailure.description) }
         return arrived
@@ -223,16 +323,18 @@ public final class OffloadedExpertProvider: ExpertProvider {
             guard let done = try? backend.reap(minimum: 1), !done.isEmpty else { break }
         }
         readStart = nil
-        for slot in loads.keys { release(slot, pinned: &pinned) }
+        for (slot, load) in loads {
+            pins[slot] -= 1
+            if load.consumer != nil {
+                pins[slot] -= 1
+                if let i = pinned.firstIndex(of: slot) { pinned.remove(at: i) }
+            }
+            unusedPrefetches.remove(load.key)
+            occupant[slot] = nil
+            freeSlots.append(slot)
+        }
         loads.removeAll()
-    }
-
-    /// Empties a slot this call pinned for a load that will not complete.
-    private func release(_ slot: Int, pinned: inout [Int]) {
-        occupant[slot] = nil
-        pins[slot] -= 1
-        if let i = pinned.firstIndex(of: slot) { pinned.remove(at: i) }
-        freeSlots.append(slot)
+        loadingSlot.removeAll()
     }
 
     // MARK: Computing

@@ -115,6 +115,13 @@ public final class DecoderModel: @unchecked Sendable {
                 ffn.forward(normed, tokens: n, workspace: workspace, pool: pool, out: blockOut)
             case let .experts(moe):
                 guard let experts else { throw .file("MoE layer \(l) has no expert provider") }
+                if experts.wantsPrediction, l + 1 < layers.count, case let .experts(next) = layers[l + 1].feedForward {
+                    // Predict the next layer's experts from this layer's hidden state, so
+                    // their reads overlap this layer's expert compute.
+                    let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[l + 1].feedForwardNorm,
+                                                 epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
+                    experts.hint(layer: l + 1, experts: predicted)
+                }
                 try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,
                                 pool: pool, out: blockOut)
             }

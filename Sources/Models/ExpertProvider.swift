@@ -30,10 +30,20 @@ public protocol ExpertProvider: AnyObject {
     /// Called once per forward pass, before the first layer, with the number of tokens in
     /// the batch (statistics and prefetch use it).
     func beginBatch(tokens: Int)
+
+    /// Whether the provider reads ahead on a prediction of the next layer's experts (then
+    /// the model computes one and passes it to `hint` before each MoE layer).
+    var wantsPrediction: Bool { get }
+
+    /// The experts `layer` will probably select, most likely first. Comes before the
+    /// `withExperts` call of the layer before it, which may start reading them.
+    func hint(layer: Int, experts: [Int])
 }
 
 extension ExpertProvider {
     public func beginBatch(tokens: Int) {}
+    public var wantsPrediction: Bool { false }
+    public func hint(layer: Int, experts: [Int]) {}
 }
 
 /// Every expert already in memory (the whole file was read): one group, no waiting.

@@ -74,7 +74,7 @@ struct ModelOptions: ParsableArguments {
             var where_ = "no NUMA placement"
             if let node = pool.residentNode { where_ = "NUMA node \(node)" }
             printError("experts: \(pool.slotCount) of \(provider.layout.layers.count * provider.layout.expertCount) fit in "
-                       + "\(formatBytes(pool.totalBytes)) (\(formatBytes(pool.slotBytes)) each, \(where_)), policy \(type(of: provider.policy).name), "
+                       + "\(formatBytes(pool.totalBytes)) (\(formatBytes(pool.slotBytes)) each, \(where_)), policy \(type(of: provider.policy).name), prefetch \(settings.options.prefetch.rawValue), "
                        + (provider.layout.isPacked ? "packed file" : "plain GGUF"))
         }
         return model
@@ -142,6 +142,10 @@ struct OffloadingOptions: ParsableArguments {
     @Option(name: .customLong("cpus"), help: "CPUs to compute on, e.g. 0-3,6 (default: all this process may use).")
     var cpus: String?
 
+    @Option(name: .customLong("prefetch"),
+            help: "Read ahead: none, or gate (the next layer's router on this layer's hidden state, as in Fate).")
+    var prefetch: String = PrefetchMode.none.rawValue
+
     @Flag(name: .customLong("stats"), help: "Print expert statistics (hit rates, bytes read, I/O stall, disk bound) at the end.")
     var stats = false
 
@@ -163,6 +167,10 @@ struct OffloadingOptions: ParsableArguments {
             throw ValidationError("unknown --expert-policy '\(policy)' (one of \(ExpertPolicies.names.joined(separator: ", ")))")
         }
         o.policy = policy
+        guard let mode = PrefetchMode(rawValue: prefetch) else {
+            throw ValidationError("unknown --prefetch '\(prefetch)' (one of \(PrefetchMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        o.prefetch = mode
         if let numaNode, numaNode < 0 { throw ValidationError("--numa-node must be ≥ 0") }
         o.numaNode = numaNode
         o.contextLength = contextLength

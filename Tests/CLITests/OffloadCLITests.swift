@@ -11,7 +11,7 @@ struct OffloadCLITests {
                              "--temp", "0", "--expert-memory", "1M", "--expert-policy", "lru", "--stats"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("experts: 4 of 48 fit in"), "\(r.stderr)")
-        #expect(r.stderr.contains("policy lru, plain GGUF"))
+        #expect(r.stderr.contains("policy lru, prefetch none, plain GGUF"))
         #expect(r.stderr.contains("hit rate per layer: 0:"))
         #expect(r.stderr.contains("per token), ") && r.stderr.contains("GB/s while reading, I/O stall"))
         #expect(r.stderr.contains("disk bound: "))
@@ -20,9 +20,10 @@ struct OffloadCLITests {
     @Test func sameTextAsTheResidentRun() throws {
         let args = ["generate", "-m", cli.model("tiny-olmoe.q8_0.gguf"), "-p", "Once upon", "-n", "12", "--temp", "0"]
         let resident = try cli.run(args)
-        let offloaded = try cli.run(args + ["--expert-memory", "2M", "--expert-policy", "fate"])
+        let offloaded = try cli.run(args + ["--expert-memory", "2M", "--expert-policy", "fate", "--prefetch", "gate", "--stats"])
         #expect(resident.status == 0 && offloaded.status == 0, "\(offloaded.stderr)")
         #expect(offloaded.stdout == resident.stdout)
+        #expect(offloaded.stderr.contains("prediction: recall "), "\(offloaded.stderr)")
     }
 
     @Test func budgetBelowTheMinimumStatesIt() throws {
@@ -38,6 +39,9 @@ struct OffloadCLITests {
         let memory = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--expert-memory", "lots"])
         #expect(memory.status != 0)
         #expect(memory.stderr.contains("cannot read --expert-memory 'lots'"), "\(memory.stderr)")
+        let prefetch = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--prefetch", "always"])
+        #expect(prefetch.status != 0)
+        #expect(prefetch.stderr.contains("unknown --prefetch 'always'"), "\(prefetch.stderr)")
         let cpus = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--cpus", "3-1"])
         #expect(cpus.status != 0)
         #expect(cpus.stderr.contains("cannot read CPU list '3-1'"), "\(cpus.stderr)")

@@ -22,10 +22,11 @@ func scriptLogits(_ model: DecoderModel, pool: ThreadPool) throws -> [Float] {
     return all
 }
 
-func offloaded(_ path: String, slots: Int?, policy: String = "arc",
+func offloaded(_ path: String, slots: Int?, policy: String = "arc", prefetch: PrefetchMode = .gate,
                expertReads: (any StorageBackend) -> any StorageBackend = { $0 }) throws -> (DecoderModel, OffloadedExpertProvider) {
     var options = OffloadOptions()
     options.policy = policy
+    options.prefetch = prefetch
     if let slots {
         // Size the budget in slots: read the layout the way the loader will.
         let probe = try OffloadedModel.load(path: path, options: { var o = OffloadOptions(); o.expertMemory = 1 << 40; return o }())
@@ -49,12 +50,15 @@ struct OffloadingTests {
         let all = probe.layout.layers.count * probe.layout.expertCount
         for slots in Set([k, k + 1, all / 2, all]).sorted() {
             for policy in ExpertPolicies.names {
-                let (model, provider) = try offloaded(path, slots: slots, policy: policy)
+                // Prefetching on (the default) for every policy, off for one.
+                let prefetch: PrefetchMode = policy == "lfu" ? .none : .gate
+                let (model, provider) = try offloaded(path, slots: slots, policy: policy, prefetch: prefetch)
                 #expect(provider.pool.slotCount == slots)
                 let got = try scriptLogits(model, pool: Self.pool)
                 #expect(got.count == expected.count)
                 let same = zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }
-                #expect(same, "\(name): \(slots) slots, policy \(policy): logits differ from the resident run")
+                #expect(same, "\(name): \(slots) slots, policy \(policy), prefetch \(prefetch): logits differ from the resident run")
+                #expect((provider.stats.prefetchesIssued > 0) == (prefetch == .gate && slots > k))
                 #expect(provider.stats.totalMisses > 0)
                 if slots == all {
                     // Everything fits: each expert is read at most once.
@@ -81,8 +85,8 @@ struct OffloadingTests {
             reads.removeAll()
             let got = try scriptLogits(model, pool: Self.pool)
             #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(name), \(slots) slots")
-            // One aligned read per expert loaded.
-            #expect(reads.count == provider.stats.expertsRead)
+            // One aligned read per expert loaded (or still loading, from a prefetch).
+            #expect(reads.count == provider.stats.expertsRead + provider.loadingCount)
             #expect(reads.allSatisfy { $0 % 4096 == 0 })
         }
     }

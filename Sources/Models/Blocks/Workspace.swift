@@ -26,4 +26,5 @@ enum Slot {
     static let query = 3, key = 4, value = 5, attentionOut = 6, scores = 7, blockOut = 8
     static let routerLogits = 9, expertInput = 10, expertGate = 11, expertUp = 12, expertDown = 13
     static let ffnGate = 14, ffnUp = 15, sharedGate = 16, logits = 17, lastHidden = 18, sharedOut = 19
+    static let predictionInput = 20, predictionLogits = 21
 }
