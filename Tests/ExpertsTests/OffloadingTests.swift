@@ -91,6 +91,29 @@ struct OffloadingTests {
         }
     }
 
+    @Test("with io_uring, experts are read straight into the registered pool (READ_FIXED, O_DIRECT)")
+    func fixedBufferReads() throws {
+        // A pack: every extent is whole pages, so no read needs a bounce buffer. (A plain
+        // file whose last tensor is an expert ends mid-page; that one read is bounced.)
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let pack = dir.path("pack.gguf")
+        _ = try ExpertPacker(input: Shared.model("tiny-qwen3moe.q8_0.gguf"), output: pack).write()
+        var uring: IOUringBackend?
+        var before = (fixed: 0, bounced: 0)  // the start-up reads of the other weights
+        let (model, provider) = try offloaded(pack, slots: 8) { inner in
+            uring = inner as? IOUringBackend
+            before = (uring?.fixedReadCount ?? 0, uring?.bouncedReadCount ?? 0)
+            return inner
+        }
+        _ = try scriptLogits(model, pool: Self.pool)
+        let backend = try #require(uring, "the automatic backend is io_uring here")
+        #expect(backend.registeredSegmentCount >= 1)
+        #expect(backend.isDirect)
+        #expect(backend.fixedReadCount - before.fixed >= provider.stats.expertsRead, "fixed reads \(backend.fixedReadCount)")
+        #expect(backend.bouncedReadCount == before.bounced)
+    }
+
     @Test("the pread fallback serves experts with the same logits")
     func preadBackend() throws {
         let path = Shared.model("tiny-mixtral.q4_0.gguf")
