@@ -118,18 +118,46 @@ public enum AvailableMemory {
         return best == Int.max ? 0 : best
     }
 
-    /// memory.max and memory.current of this process's cgroup v2, when a limit is set.
+    /// The tightest memory limit over this process's cgroup and its ancestors, and the usage
+    /// charged against it (cgroup v2's memory.max/memory.current, or v1's
+    /// memory.limit_in_bytes/memory.usage_in_bytes); nil when no limit is set.
     static func cgroupMemory() -> (Int, Int)? {
         guard let cgroup = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
-        for line in cgroup.split(separator: "\n") where line.hasPrefix("0::") {
-            let dir = "/sys/fs/cgroup" + line.dropFirst(3)
-            guard let maxText = try? String(contentsOfFile: dir + "/memory.max", encoding: .utf8),
-                  let limit = Int(maxText.trimmingCharacters(in: .whitespacesAndNewlines)),
-                  let curText = try? String(contentsOfFile: dir + "/memory.current", encoding: .utf8),
-                  let current = Int(curText.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
-            return (limit, current)
+        var best: (limit: Int, usage: Int)?
+        func consider(_ limit: Int?, _ usage: Int?) {
+            // v1 reports "no limit" as a number near Int64.max.
+            guard let limit, let usage, limit < 1 << 60 else { return }
+            if best == nil || limit - usage < best!.limit - best!.usage { best = (limit, usage) }
         }
-        return nil
+        for line in cgroup.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            if fields[0] == "0" && fields[1].isEmpty {
+                // v2: the group and every ancestor may set memory.max.
+                var dir = "/sys/fs/cgroup" + (fields[2] == "/" ? "" : fields[2])
+                while true {
+                    consider(readNumber(dir + "/memory.max"), readNumber(dir + "/memory.current"))
+                    guard dir != "/sys/fs/cgroup", let slash = dir.lastIndex(of: "/") else { break }
+                    dir = String(dir[..<slash])
+                }
+            } else if fields[1].split(separator: ",").contains("memory") {
+                let dir = "/sys/fs/cgroup/memory" + (fields[2] == "/" ? "" : fields[2])
+                let usage = readNumber(dir + "/memory.usage_in_bytes")
+                consider(readNumber(dir + "/memory.limit_in_bytes"), usage)
+                // The limit of the nearest limited ancestor.
+                if let stat = try? String(contentsOfFile: dir + "/memory.stat", encoding: .utf8) {
+                    for l in stat.split(separator: "\n") where l.hasPrefix("hierarchical_memory_limit ") {
+                        consider(Int(l.split(separator: " ")[1]), usage)
+                    }
+                }
+            }
+        }
+        return best.map { ($0.limit, $0.usage) }
+    }
+
+    private static func readNumber(_ path: String) -> Int? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
 
