@@ -92,14 +92,6 @@ extension Session {
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a Double (for rates and reports).
-    public var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
-}
-
 /// Memory figures of this process from /proc/self/status.
 public enum ProcessMemory {
     /// VmHWM: the peak resident set size, in bytes (0 where /proc is unavailable).
