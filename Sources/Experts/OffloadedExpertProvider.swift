@@ -94,10 +94,16 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// Experts whose reads are in flight (prefetches not yet asked for, mostly).
     public var loadingCount: Int { loads.count }
 
-    /// Whether to read ahead what the cross-layer gate predicts for the next layer.
-    public var prefetches = false
+    /// What to read ahead on.
+    public var prefetch: PrefetchMode = .none
 
-    public var wantsPrediction: Bool { prefetches }
+    public var wantsPrediction: ExpertPrediction {
+        switch prefetch {
+        case .none: return .none
+        case .gate: return .nextLayer
+        case .near: return .sameLayer
+        }
+    }
 
     /// Experts to read ahead for one layer: a token's worth in decoding; for a batch the
     /// most popular predictions, up to a share of the pool that leaves room for the layers
@@ -109,9 +115,13 @@ public final class OffloadedExpertProvider: ExpertProvider {
     }
 
     public func hint(layer: Int, experts: [Int]) {
-        guard prefetches, layout.hasExperts(layer: layer) else { return }
+        guard prefetch != .none, layout.hasExperts(layer: layer) else { return }
         pendingHint = (layer, Array(experts.prefix(prefetchLimit)))
         stats.recordHint(layer: layer, experts: Array(experts.prefix(layout.expertsPerToken)))
+        if prefetch == .near {
+            // The layer is about to run: read now, behind nothing.
+            do { try issueHintedPrefetch(current: -1) } catch { pendingHint = nil }
+        }
     }
 
     public func withExperts(layer: Int, experts: [Int], importance: [Float],
@@ -373,6 +383,8 @@ struct ReadPlan {
         var length: Int
         var slotOffset: Int
     }
+    /// Largest single request (a multiple of the page size).
+    static let pieceBytes = 512 << 10
     var reads: [Read] = []
     var sliceOffsets: [Int] = []
     var span = 0
@@ -389,7 +401,16 @@ struct ReadPlan {
             }
             let start = slices[i].fileOffset & ~(page - 1)
             let alignedEnd = (end + page - 1) & ~(page - 1)
-            reads.append(Read(offset: start, length: Int(min(alignedEnd, max(fileSize, end)) - start), slotOffset: span))
+            // Pieces of at most `pieceBytes`, all in flight together: the device serves a few
+            // parallel requests faster than one long one (on this machine's virtual disk one
+            // 1.6 MiB read took ~1.5x as long as three 544 KiB ones).
+            let length = Int(min(alignedEnd, max(fileSize, end)) - start)
+            var done = 0
+            while done < length {
+                let n = min(Self.pieceBytes, length - done)
+                reads.append(Read(offset: start + UInt64(done), length: n, slotOffset: span + done))
+                done += n
+            }
             for k in i..<j { sliceOffsets.append(span + Int(slices[k].fileOffset - start)) }
             span += Int(alignedEnd - start)
             i = j

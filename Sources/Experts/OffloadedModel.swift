@@ -30,6 +30,8 @@ public enum PrefetchMode: String, Sendable, CaseIterable {
     case none
     /// Fate's cross-layer gate: layer L+1's norm and router applied to layer L's hidden state.
     case gate
+    /// Each layer's own norm and router on its input, before its attention.
+    case near
 }
 
 public enum OffloadedModel {
@@ -83,7 +85,7 @@ public enum OffloadedModel {
             do {
                 let pool = try ExpertPool(slotBytes: slotBytes, slotCount: slots, numaNode: node)
                 let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage)
-                p.prefetches = options.prefetch == .gate
+                p.prefetch = options.prefetch
                 if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
                 provider = p
                 return p

@@ -97,7 +97,13 @@ public final class DecoderModel: @unchecked Sendable {
             rope.angles(position: cache.count + i, into: table + i * rope.dimensions)
         }
 
+        let prediction = experts?.wantsPrediction ?? .none
         for (l, layer) in layers.enumerated() {
+            if prediction == .sameLayer, case let .experts(moe) = layer.feedForward {
+                let predicted = moe.predict(x, tokens: n, hidden: h, norm: layer.feedForwardNorm,
+                                            epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
+                experts?.hint(layer: l, experts: predicted)
+            }
             for i in 0..<n {
                 VectorMath.rmsNorm(x + i * h, weight: layer.attentionNorm, count: h,
                                    epsilon: hyperParameters.rmsEpsilon, into: normed + i * h)
@@ -115,7 +121,7 @@ public final class DecoderModel: @unchecked Sendable {
                 ffn.forward(normed, tokens: n, workspace: workspace, pool: pool, out: blockOut)
             case let .experts(moe):
                 guard let experts else { throw .file("MoE layer \(l) has no expert provider") }
-                if experts.wantsPrediction, l + 1 < layers.count, case let .experts(next) = layers[l + 1].feedForward {
+                if prediction == .nextLayer, l + 1 < layers.count, case let .experts(next) = layers[l + 1].feedForward {
                     // Predict the next layer's experts from this layer's hidden state, so
                     // their reads overlap this layer's expert compute.
                     let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[l + 1].feedForwardNorm,

@@ -31,18 +31,28 @@ public protocol ExpertProvider: AnyObject {
     /// the batch (statistics and prefetch use it).
     func beginBatch(tokens: Int)
 
-    /// Whether the provider reads ahead on a prediction of the next layer's experts (then
-    /// the model computes one and passes it to `hint` before each MoE layer).
-    var wantsPrediction: Bool { get }
+    /// Which prediction of upcoming experts the provider reads ahead on; the model computes
+    /// it and passes it to `hint`.
+    var wantsPrediction: ExpertPrediction { get }
 
-    /// The experts `layer` will probably select, most likely first. Comes before the
-    /// `withExperts` call of the layer before it, which may start reading them.
+    /// The experts `layer` will probably select, most likely first.
     func hint(layer: Int, experts: [Int])
+}
+
+/// When the model predicts a MoE layer's experts for the provider.
+public enum ExpertPrediction: Sendable {
+    case none
+    /// Before layer L's experts run: layer L+1's norm and router on layer L's hidden state
+    /// (Fate's cross-layer gate). The hint comes before layer L's `withExperts`.
+    case nextLayer
+    /// At the start of layer L, before its attention: its own norm and router on its input.
+    /// Closer to what the router will see, with less time to read.
+    case sameLayer
 }
 
 extension ExpertProvider {
     public func beginBatch(tokens: Int) {}
-    public var wantsPrediction: Bool { false }
+    public var wantsPrediction: ExpertPrediction { .none }
     public func hint(layer: Int, experts: [Int]) {}
 }
 

@@ -143,7 +143,7 @@ struct OffloadingOptions: ParsableArguments {
     var cpus: String?
 
     @Option(name: .customLong("prefetch"),
-            help: "Read ahead: none, or gate (the next layer's router on this layer's hidden state, as in Fate).")
+            help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); near (each layer's router on its input, before its attention).")
     var prefetch: String = PrefetchMode.none.rawValue
 
     @Flag(name: .customLong("stats"), help: "Print expert statistics (hit rates, bytes read, I/O stall, disk bound) at the end.")
