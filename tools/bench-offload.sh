@@ -10,7 +10,8 @@
 #     --policy P           --expert-policy (default arc)
 #     --llama-bench P      path to llama-bench (default: $LLAMA_BENCH or the peer build)
 #
-# Default MODEL: .build-bench/bench-qwen3moe.q8_0.gguf (tools/make-bench-models.sh). Every run
+# Default MODEL: .build-bench/bench-qwen3moe.q8_0.gguf (tools/make-bench-models.sh); a pack of it
+# (moe pack) works too, though llama.cpp cannot read one (its column is then nan). Every run
 # starts cold (memlimit drops the page cache). For moe it reports decode tokens/s (median of
 # 3 runs after a warm-up), expert hit rate, bytes read per token, I/O stall, the disk bound
 # that --stats prints, peak RSS (/usr/bin/time -v) next to what the budget promises
@@ -49,7 +50,9 @@ trap 'rm -rf "$tmp"' EXIT
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 bytes() { numfmt --from=iec "$1"; }
-other=$("$moe" inspect "$model" --json | python3 -c 'import sys,json; print(json.load(sys.stdin)["experts"]["non_expert_bytes"])')
+other=$("$moe" inspect "$model" --json | python3 -c 'import sys,json
+d = json.load(sys.stdin)
+print(d["pack"]["non_bundle_bytes"] if d.get("pack") else d["experts"]["non_expert_bytes"])')
 
 llama_run() {  # cap -> tg
     "$memlimit" "$1" "$llama_bench" -m "$model" -t 2 -p 0 -n "$gen" -r 1 -o jsonl >"$tmp/llama.out" 2>"$tmp/llama.err" || true
