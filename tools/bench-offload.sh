@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --policy) policy=$2; shift 2 ;;
         --llama-bench) llama_bench=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) model=$1; shift ;;
     esac
 done
