@@ -123,8 +123,10 @@ public enum AvailableMemory {
     /// The tightest memory limit over this process's cgroup and its ancestors, and the usage
     /// charged against it (cgroup v2's memory.max/memory.current, or v1's
     /// memory.limit_in_bytes/memory.usage_in_bytes); nil when no limit is set.
-    static func cgroupMemory() -> (Int, Int)? {
-        guard let cgroup = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+    /// `root` and `membership` stand for /sys/fs/cgroup and /proc/self/cgroup (tests pass a
+    /// made-up tree).
+    static func cgroupMemory(root: String = "/sys/fs/cgroup", membership: String? = nil) -> (Int, Int)? {
+        guard let cgroup = membership ?? (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) else { return nil }
         var best: (limit: Int, usage: Int)?
         func consider(_ limit: Int?, _ usage: Int?) {
             // v1 reports "no limit" as a number near Int64.max.
@@ -136,14 +138,14 @@ public enum AvailableMemory {
             guard fields.count == 3 else { continue }
             if fields[0] == "0" && fields[1].isEmpty {
                 // v2: the group and every ancestor may set memory.max.
-                var dir = "/sys/fs/cgroup" + (fields[2] == "/" ? "" : fields[2])
+                var dir = root + (fields[2] == "/" ? "" : fields[2])
                 while true {
                     consider(readNumber(dir + "/memory.max"), readNumber(dir + "/memory.current"))
-                    guard dir != "/sys/fs/cgroup", let slash = dir.lastIndex(of: "/") else { break }
+                    guard dir != root, let slash = dir.lastIndex(of: "/") else { break }
                     dir = String(dir[..<slash])
                 }
             } else if fields[1].split(separator: ",").contains("memory") {
-                let dir = "/sys/fs/cgroup/memory" + (fields[2] == "/" ? "" : fields[2])
+                let dir = root + "/memory" + (fields[2] == "/" ? "" : fields[2])
                 let usage = readNumber(dir + "/memory.usage_in_bytes")
                 consider(readNumber(dir + "/memory.limit_in_bytes"), usage)
                 // The limit of the nearest limited ancestor.
