@@ -69,6 +69,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
         self.policy = policy
         self.backend = backend
         fileSize = backend.fileSize
+        loadedVersion = backend.currentVersion()
         occupant = Array(repeating: nil, count: pool.slotCount)
         pins = Array(repeating: 0, count: pool.slotCount)
         freeSlots = Array((0..<pool.slotCount).reversed())
@@ -85,6 +86,22 @@ public final class OffloadedExpertProvider: ExpertProvider {
     public func beginBatch(tokens: Int) {
         stats.tokens += tokens
         batchTokens = tokens
+        versionChecked = false
+    }
+
+    /// The file as it was when the model loaded. Experts read from a file rewritten since
+    /// would not match the weights already in memory, so a change is an error.
+    private let loadedVersion: FileVersion?
+    private var versionChecked = false
+
+    private func checkFileVersion() throws(ModelError) {
+        versionChecked = true
+        guard let before = loadedVersion, let now = backend.currentVersion(), now != before else { return }
+        if now.size < before.size {
+            throw .storage("\(backend.path) was truncated while running (\(before.size) bytes when loaded, \(now.size) now): "
+                           + "load the model again")
+        }
+        throw .storage("\(backend.path) changed while running (rewritten after the model loaded): load the model again")
     }
     private var batchTokens = 1
 
@@ -126,6 +143,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
 
     public func withExperts(layer: Int, experts: [Int], importance: [Float],
                             compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError) {
+        if !versionChecked { try checkFileVersion() }
         stats.recordPrediction(layer: layer, actual: experts)
         var ready: [Int] = []
         var waiting: [Int] = []

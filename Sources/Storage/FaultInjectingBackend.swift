@@ -42,6 +42,7 @@ public final class FaultInjectingBackend: StorageBackend {
     public var path: String { inner.path }
     public var fileSize: UInt64 { inner.fileSize }
     public var isDirect: Bool { inner.isDirect }
+    public func currentVersion() -> FileVersion? { inner.currentVersion() }
     public var pending: Int { forwarded.count + held.count + ready.count }
 
     private struct Forwarded {

@@ -283,6 +283,8 @@ public final class IOUringBackend: StorageBackend {
 
     /// Re-reads the file's size (fstat); `fileSize` otherwise updates only when a read
     /// runs into the end of the file.
+    public func currentVersion() -> FileVersion? { file.currentVersion() }
+
     @discardableResult
     public func refreshFileSize() -> UInt64 {
         if let s = file.currentSize() { file.size = s }

@@ -57,6 +57,8 @@ public final class PReadBackend: StorageBackend {
         return out
     }
 
+    public func currentVersion() -> FileVersion? { file.currentVersion() }
+
     @discardableResult
     public func refreshFileSize() -> UInt64 {
         if let s = file.currentSize() { file.size = s }

@@ -78,6 +78,21 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// What identifies the contents of an open file: its size and modification time. A file
+/// overwritten in place shows a new version; one replaced by rename does not affect the
+/// descriptor a backend holds, which keeps reading the old contents.
+public struct FileVersion: Equatable, Sendable {
+    public var size: UInt64
+    public var modifiedSeconds: Int64
+    public var modifiedNanoseconds: Int64
+
+    public init(size: UInt64, modifiedSeconds: Int64, modifiedNanoseconds: Int64) {
+        self.size = size
+        self.modifiedSeconds = modifiedSeconds
+        self.modifiedNanoseconds = modifiedNanoseconds
+    }
+}
+
 /// A readable file behind some I/O mechanism.
 ///
 /// Not thread-safe: one thread submits and reaps. (The expert loader owns one per file.)
@@ -107,11 +122,16 @@ public protocol StorageBackend: AnyObject {
 
     /// Drops the registration made by `registerBuffers`. Only with nothing in flight.
     func unregisterBuffers() throws
+
+    /// The open file's current version (one fstat), so long-running readers can notice a
+    /// file rewritten under them; nil where there is no file.
+    func currentVersion() -> FileVersion?
 }
 
 extension StorageBackend {
     public func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws {}
     public func unregisterBuffers() throws {}
+    public func currentVersion() -> FileVersion? { nil }
 }
 
 extension StorageBackend {

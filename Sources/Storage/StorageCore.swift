@@ -73,6 +73,14 @@ struct OpenedFile {
     }
 
     /// Current size from fstat, or nil if fstat fails.
+    /// Size and modification time of the open file, now (fstat).
+    func currentVersion() -> FileVersion? {
+        var st = stat()
+        guard fstat(bufferedFD, &st) == 0 else { return nil }
+        return FileVersion(size: UInt64(max(st.st_size, 0)), modifiedSeconds: Int64(st.st_mtim.tv_sec),
+                           modifiedNanoseconds: Int64(st.st_mtim.tv_nsec))
+    }
+
     func currentSize() -> UInt64? {
         var st = stat()
         let fd = bufferedFD

@@ -208,6 +208,40 @@ struct OffloadingTests {
         }
     }
 
+    @Test("a model file overwritten in place while running is noticed, not read as if unchanged")
+    func overwrittenWhileRunning() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let copy = dir.path("model.gguf")
+        try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q8_0.gguf"), toPath: copy)
+        let (model, _) = try offloaded(copy, slots: 4)
+        _ = try scriptLogits(model, pool: Self.pool)
+        // Same size, other bytes in an expert tensor, as `cp other.gguf model.gguf` would leave.
+        let handle = try #require(FileHandle(forWritingAtPath: copy))
+        try handle.seek(toOffset: 10_000_000)
+        handle.write(Data(repeating: 0x55, count: 4096))
+        try handle.close()
+        #expect {
+            _ = try scriptLogits(model, pool: Self.pool)
+        } throws: { error in
+            "\(error)".contains("changed while running")
+        }
+    }
+
+    @Test("a model file replaced by rename keeps being read from the open file, exactly")
+    func replacedByRename() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let copy = dir.path("model.gguf")
+        try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q8_0.gguf"), toPath: copy)
+        let expected = try scriptLogits(try DecoderModel.load(path: copy), pool: Self.pool)
+        let (model, _) = try offloaded(copy, slots: 4)
+        try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q4_0.gguf"), toPath: dir.path("other.gguf"))
+        #expect(rename(dir.path("other.gguf"), copy) == 0)
+        let got = try scriptLogits(model, pool: Self.pool)
+        #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern })
+    }
+
     @Test("the pool's pages are on the NUMA node it reports")
     func numaPlacement() throws {
         let node = ComputePlacement.computeNode
