@@ -19,11 +19,20 @@ public struct OffloadOptions: Sendable {
     /// benchmark model the gate's recall is ~70%, and the wasted reads cost more than the
     /// hits save.
     public var prefetch: PrefetchMode = .none
+    public var decision: OffloadDecision = .always
 
     public init() {}
 }
 
-/// A model whose experts stay on disk and are served from a fixed pool.
+/// When `OffloadedModel.load` offloads a MoE model's experts.
+public enum OffloadDecision: Sendable {
+    /// Always (the user gave a budget).
+    case always
+    /// Only for a file that would not fit whole in the memory available, or a pack (whose
+    /// bundles only the offloading provider reads); otherwise every weight is read at start.
+    case whenNeeded
+}
+
 /// What to read before a layer asks for it.
 public enum PrefetchMode: String, Sendable, CaseIterable {
     /// Nothing: experts are read when their layer selects them.
@@ -34,17 +43,20 @@ public enum PrefetchMode: String, Sendable, CaseIterable {
     case near
 }
 
+/// A model whose experts stay on disk and are served from a fixed pool.
 public enum OffloadedModel {
     /// Memory kept aside for everything that is neither weights, experts nor KV cache
     /// (scratch buffers, the thread pool, the runtime itself).
     public static let reserveBytes = 64 << 20
 
-    /// Loads `path` with every non-expert tensor in memory and the experts offloaded.
-    /// Returns the model and its provider (whose stats and pool the caller may show).
+    /// Loads `path` with every non-expert tensor in memory and, as `options.decision` says,
+    /// the experts offloaded. Returns the model and its offloading provider (whose stats and
+    /// pool the caller may show), nil when every weight was read (a dense model, or a MoE
+    /// file that fits). The file is opened and parsed once, whichever way it goes.
     /// `expertReads` may wrap the backend the experts are read through (tests inject faults).
     public static func load(path: String, backend: StorageBackendPreference = .automatic, options: OffloadOptions,
                             expertReads: (any StorageBackend) -> any StorageBackend = { $0 },
-                            progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> (DecoderModel, OffloadedExpertProvider) {
+                            progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> (DecoderModel, OffloadedExpertProvider?) {
         guard ExpertPolicies.names.contains(options.policy) else {
             throw .file("unknown expert policy '\(options.policy)' (one of \(ExpertPolicies.names.joined(separator: ", ")))")
         }
@@ -55,10 +67,14 @@ public enum OffloadedModel {
             return layout!.expertTensorNames.contains(info.name)
         }, prepare: { file, hp throws(ModelError) in
             guard hp.isMoE else { return }
+            if options.decision == .whenNeeded, !file.metadata.contains(PackFormat.versionKey),
+               file.fileSize + UInt64(reserveBytes) <= UInt64(max(AvailableMemory.bytes(), 0)) {
+                return
+            }
             layout = try ExpertLayout(file: file, hyperParameters: hp)
         }, progress: progress) { model, file throws(ModelError) in
+            guard let layout else { return try ResidentExpertProvider(model.weights, model.hyperParameters) }
             let storage = expertReads(file)
-            let layout = layout!
             let slotBytes = OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize)
             let minimum = OffloadedExpertProvider.minimumSlots(layout) * slotBytes
             let allExperts = layout.layers.count * layout.expertCount
@@ -93,7 +109,6 @@ public enum OffloadedModel {
                 throw .storage("cannot set up the expert pool: \(error)")
             }
         }
-        guard let provider else { throw .file("\(path) has no routed experts to offload") }
         return (model, provider)
     }
 

@@ -60,15 +60,17 @@ struct ModelOptions: ParsableArguments {
             if bar == nil { bar = ProgressBar("loading \(name)", total: Int(total >> 20)) }
             bar?.update(Int(done >> 20), detail: "MiB")
         }
-        let offloads = try runReporting { try offload.shouldOffload(path: path, settings: settings) }
-        if !offloads {
-            return try runReporting { try DecoderModel.load(path: path, backend: preference, progress: progress) }
-        }
-        let (model, provider) = try runReporting {
+        let (model, offloaded) = try runReporting {
             try OffloadedModel.load(path: path, backend: preference, options: settings.options, progress: progress)
         }
         bar?.finish()
         bar = nil
+        guard let provider = offloaded else {
+            if settings.explicitBudget && !model.hyperParameters.isMoE {
+                printError("note: \(path) has no routed experts; --expert-memory is ignored")
+            }
+            return model
+        }
         if offload.stats || offload.expertMemory == nil {
             let pool = provider.pool
             var where_ = "no NUMA placement"
@@ -152,7 +154,7 @@ struct OffloadingOptions: ParsableArguments {
     struct Settings {
         var options: OffloadOptions
         var cpus: [Int]?
-        var explicitBudget: Bool
+        var explicitBudget: Bool { options.decision == .always }
     }
 
     func settings(contextLength: Int?) throws -> Settings {
@@ -175,45 +177,11 @@ struct OffloadingOptions: ParsableArguments {
         o.numaNode = numaNode
         o.contextLength = contextLength
         o.measureDisk = stats
+        o.decision = expertMemory != nil ? .always : .whenNeeded
         var list: [Int]?
         if let cpus {
             do { list = try ComputePlacement.parseCPUList(cpus) } catch { throw ValidationError(error.description) }
         }
-        return Settings(options: o, cpus: list, explicitBudget: expertMemory != nil)
-    }
-
-    /// Offload when asked to, or when a MoE file would not fit whole in available memory.
-    func shouldOffload(path: String, settings: Settings) throws(ModelError) -> Bool {
-        let info = try ModelFileSummary(path: path)
-        guard info.isMoE else {
-            if settings.explicitBudget { printError("note: \(path) has no routed experts; --expert-memory is ignored") }
-            return false
-        }
-        if settings.explicitBudget || info.isPacked { return true }
-        return info.fileSize + UInt64(OffloadedModel.reserveBytes) > UInt64(max(AvailableMemory.bytes(), 0))
-    }
-}
-
-/// What deciding how to load needs: the file's size and whether it has routed experts.
-struct ModelFileSummary {
-    var fileSize: UInt64
-    var isMoE: Bool
-    /// A `moe pack` file: its experts are only readable through the offloading provider.
-    var isPacked: Bool
-
-    init(path: String) throws(ModelError) {
-        do {
-            let backend = try StorageFile.open(path: path, backend: .pread, direct: false)
-            let file = try GGUFFile.read(from: backend)
-            fileSize = backend.fileSize
-            isPacked = file.metadata.contains(PackFormat.versionKey)
-            isMoE = isPacked || file.tensors.contains { $0.name.hasSuffix("_exps.weight") }
-        } catch let e as GGUFError {
-            throw .file("\(path): \(e.description)")
-        } catch let e as StorageError {
-            throw .file("\(path): \(e.description)")
-        } catch {
-            throw .file("\(path): \(error)")
-        }
+        return Settings(options: o, cpus: list)
     }
 }

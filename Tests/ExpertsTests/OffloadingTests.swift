@@ -29,10 +29,12 @@ func offloaded(_ path: String, slots: Int?, policy: String = "arc", prefetch: Pr
     options.prefetch = prefetch
     if let slots {
         // Size the budget in slots: read the layout the way the loader will.
-        let probe = try OffloadedModel.load(path: path, options: { var o = OffloadOptions(); o.expertMemory = 1 << 40; return o }())
+        let probe = try offloaded(path, slots: nil)
         options.expertMemory = slots * probe.1.pool.slotBytes
     }
-    return try OffloadedModel.load(path: path, options: options, expertReads: expertReads)
+    let (model, provider) = try OffloadedModel.load(path: path, options: options, expertReads: expertReads)
+    guard let provider else { throw ModelError.file("\(path) was not offloaded") }
+    return (model, provider)
 }
 
 @Suite("Offloaded experts", .serialized)
@@ -124,7 +126,8 @@ struct OffloadingTests {
         let expected = try scriptLogits(try DecoderModel.load(path: path), pool: Self.pool)
         var options = OffloadOptions()
         options.expertMemory = 1 << 20
-        let (model, provider) = try OffloadedModel.load(path: path, backend: .pread, options: options)
+        let (model, offloaded) = try OffloadedModel.load(path: path, backend: .pread, options: options)
+        let provider = try #require(offloaded)
         let got = try scriptLogits(model, pool: Self.pool)
         #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern })
         #expect(provider.stats.totalMisses > 0 && provider.stats.totalHits > 0)
@@ -141,6 +144,23 @@ struct OffloadingTests {
         _ = try scriptLogits(model, pool: Self.pool)
         #expect(provider.stats.expertsRead == readBefore)
         #expect(provider.stats.bytesRead == UInt64(readBefore) * UInt64(provider.layout.expertBytes()))
+    }
+
+    @Test("without a budget, a file that fits is read whole; a pack is offloaded all the same; dense stays dense")
+    func offloadOnlyWhenNeeded() throws {
+        var options = OffloadOptions()
+        options.decision = .whenNeeded
+        let (fits, none) = try OffloadedModel.load(path: Shared.model("tiny-qwen3moe.q8_0.gguf"), options: options)
+        #expect(none == nil)
+        #expect(fits.experts is ResidentExpertProvider)
+        let (dense, noExperts) = try OffloadedModel.load(path: Shared.model("tiny-qwen3.q8_0.gguf"), options: options)
+        #expect(noExperts == nil && dense.experts == nil)
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let pack = dir.path("pack.gguf")
+        _ = try ExpertPacker(input: Shared.model("tiny-qwen3moe.q8_0.gguf"), output: pack).write()
+        let (_, packed) = try OffloadedModel.load(path: pack, options: options)
+        #expect(packed?.layout.isPacked == true)
     }
 
     @Test("a budget below the minimum is an error that states the minimum")
