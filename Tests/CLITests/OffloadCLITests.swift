@@ -32,19 +32,16 @@ struct OffloadCLITests {
         #expect(r.stderr.contains("error: --expert-memory 64.0 KiB is below the minimum of 864.0 KiB"), "\(r.stderr)")
     }
 
-    @Test func badFlagValuesAreNamed() throws {
-        let policy = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--expert-policy", "mru"])
-        #expect(policy.status != 0)
-        #expect(policy.stderr.contains("unknown --expert-policy 'mru'"), "\(policy.stderr)")
-        let memory = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--expert-memory", "lots"])
-        #expect(memory.status != 0)
-        #expect(memory.stderr.contains("cannot read --expert-memory 'lots'"), "\(memory.stderr)")
-        let prefetch = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--prefetch", "always"])
-        #expect(prefetch.status != 0)
-        #expect(prefetch.stderr.contains("unknown --prefetch 'always'"), "\(prefetch.stderr)")
-        let cpus = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "--cpus", "3-1"])
-        #expect(cpus.status != 0)
-        #expect(cpus.stderr.contains("cannot read CPU list '3-1'"), "\(cpus.stderr)")
+    @Test(arguments: [
+        (["--expert-policy", "mru"], "unknown --expert-policy 'mru'"),
+        (["--expert-memory", "lots"], "cannot read --expert-memory 'lots'"),
+        (["--prefetch", "always"], "unknown --prefetch 'always'"),
+        (["--cpus", "3-1"], "cannot read CPU list '3-1'"),
+    ])
+    func badFlagValuesAreNamed(_ flag: [String], _ message: String) throws {
+        let r = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf")] + flag)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains(message), "\(r.stderr)")
     }
 
     @Test func denseModelsIgnoreTheBudgetWithANote() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import GGUF
 import Kernels
 import Models
 import Storage
@@ -35,6 +36,23 @@ func offloaded(_ path: String, slots: Int?, policy: String = "arc", prefetch: Pr
     let (model, provider) = try OffloadedModel.load(path: path, options: options, expertReads: expertReads)
     guard let provider else { throw ModelError.file("\(path) was not offloaded") }
     return (model, provider)
+}
+
+/// A pack of the shared model `name`, written into `dir`.
+func makePack(_ name: String, in dir: TemporaryDirectory, lowPrecisions: [GGMLType] = []) throws -> String {
+    let pack = dir.path("pack.gguf")
+    _ = try ExpertPacker(input: Shared.model(name), output: pack, lowPrecisions: lowPrecisions).write()
+    return pack
+}
+
+/// A private copy of tiny-qwen3moe in `dir` (for tests that change the file under a running
+/// model), offloaded with 4 slots and run once.
+func runningCopy(in dir: TemporaryDirectory) throws -> (path: String, model: DecoderModel) {
+    let copy = dir.path("model.gguf")
+    try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q8_0.gguf"), toPath: copy)
+    let (model, _) = try offloaded(copy, slots: 4)
+    _ = try scriptLogits(model, pool: OffloadingTests.pool)
+    return (copy, model)
 }
 
 @Suite("Offloaded experts", .serialized)
@@ -78,8 +96,7 @@ struct OffloadingTests {
     func packedFile(_ name: String) throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let pack = dir.path("pack.gguf")
-        _ = try ExpertPacker(input: Shared.model(name), output: pack, lowPrecisions: [.q4_0]).write()
+        let pack = try makePack(name, in: dir, lowPrecisions: [.q4_0])
         let expected = try scriptLogits(try DecoderModel.load(path: Shared.model(name)), pool: Self.pool)
         var reads: [Int] = []
         for slots in [4, 1000] {
@@ -103,8 +120,7 @@ struct OffloadingTests {
         // file whose last tensor is an expert ends mid-page; that one read is bounced.)
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let pack = dir.path("pack.gguf")
-        _ = try ExpertPacker(input: Shared.model("tiny-qwen3moe.q8_0.gguf"), output: pack).write()
+        let pack = try makePack("tiny-qwen3moe.q8_0.gguf", in: dir)
         var uring: IOUringBackend?
         var before = (fixed: 0, bounced: 0)  // the start-up reads of the other weights
         let (model, provider) = try offloaded(pack, slots: 8) { inner in
@@ -157,8 +173,7 @@ struct OffloadingTests {
         #expect(noExperts == nil && dense.experts == nil)
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let pack = dir.path("pack.gguf")
-        _ = try ExpertPacker(input: Shared.model("tiny-qwen3moe.q8_0.gguf"), output: pack).write()
+        let pack = try makePack("tiny-qwen3moe.q8_0.gguf", in: dir)
         let (_, packed) = try OffloadedModel.load(path: pack, options: options)
         #expect(packed?.layout.isPacked == true)
     }
@@ -215,10 +230,7 @@ struct OffloadingTests {
     func truncatedWhileRunning() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let copy = dir.path("model.gguf")
-        try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q8_0.gguf"), toPath: copy)
-        let (model, _) = try offloaded(copy, slots: 4)
-        _ = try scriptLogits(model, pool: Self.pool)
+        let (copy, model) = try runningCopy(in: dir)
         let size = try FileManager.default.attributesOfItem(atPath: copy)[.size] as! UInt64
         #expect(truncate(copy, off_t(size / 2)) == 0)
         #expect {
@@ -232,10 +244,7 @@ struct OffloadingTests {
     func overwrittenWhileRunning() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let copy = dir.path("model.gguf")
-        try FileManager.default.copyItem(atPath: Shared.model("tiny-qwen3moe.q8_0.gguf"), toPath: copy)
-        let (model, _) = try offloaded(copy, slots: 4)
-        _ = try scriptLogits(model, pool: Self.pool)
+        let (copy, model) = try runningCopy(in: dir)
         // Same size, other bytes in an expert tensor, as `cp other.gguf model.gguf` would leave.
         let handle = try #require(FileHandle(forWritingAtPath: copy))
         try handle.seek(toOffset: 10_000_000)
