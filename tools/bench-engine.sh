@@ -14,6 +14,7 @@
 # median over rounds of each tool's median, and our ratio to llama.cpp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 threads=2; prompt=128; gen=32; rounds=3
 llama_bench="${LLAMA_BENCH:-}"
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -z "$llama_bench" ]; then
-    llama_bench=$(ls /work/peer/llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-bench 2>/dev/null | head -1 || true)
+    llama_bench=$(peer_tool llama-bench)
 fi
 [ -x "$llama_bench" ] || { echo "bench-engine: llama-bench not found (set LLAMA_BENCH)" >&2; exit 1; }
 if [ ${#models[@]} -eq 0 ]; then
@@ -44,7 +45,6 @@ echo "== building moe (release)" >&2
 swift build -c release --product moe >&2
 moe=.build/release/moe
 
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # llama-bench -o jsonl prints one object per test; avg_ts is the mean tokens/s over -r runs.
 llama_run() {  # model -> "pp tg"

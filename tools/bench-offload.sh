@@ -18,6 +18,7 @@
 # (non-expert weights + --expert-memory + KV + 64 MiB), and the cgroup's peak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 caps="800M 1200M"; headroom=320M; gen=32; rounds=3; policy=arc
 llama_bench="${LLAMA_BENCH:-}"
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -z "$llama_bench" ]; then
-    llama_bench=$(ls /work/peer/llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-bench 2>/dev/null | head -1 || true)
+    llama_bench=$(peer_tool llama-bench)
 fi
 [ -x "$llama_bench" ] || { echo "bench-offload: llama-bench not found (set LLAMA_BENCH)" >&2; exit 1; }
 [ -e "$model" ] || { echo "bench-offload: no $model (run tools/make-bench-models.sh)" >&2; exit 1; }
@@ -48,7 +49,6 @@ moe=$PWD/.build/release/moe
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 bytes() { numfmt --from=iec "$1"; }
 other=$("$moe" inspect "$model" --json | python3 -c 'import sys,json
 d = json.load(sys.stdin)

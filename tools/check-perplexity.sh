@@ -6,10 +6,11 @@
 # peer binary, or the peer build in /work/peer is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 model="${1:-models/moe-default.q8_0.gguf}"
 text="${2:-models/heldout.txt}"
 ctx="${3:-512}"
-peer="${LLAMA_PERPLEXITY:-$(ls /work/peer/llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-perplexity 2>/dev/null | head -1 || true)}"
+peer="${LLAMA_PERPLEXITY:-$(peer_tool llama-perplexity)}"
 [ -x "$peer" ] || { echo "check-perplexity: llama-perplexity not found (set LLAMA_PERPLEXITY)" >&2; exit 1; }
 swift build -c release --product moe >&2
 ours=$(.build/release/moe perplexity -m "$model" -f "$text" --ctx "$ctx" --json)

@@ -5,8 +5,9 @@
 # (set LLAMA_QUANTIZE, or the peer build is used). Files go to .build-bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 SHARED="${MOE_SHARED_DIR:-../shared}"
-quantize="${LLAMA_QUANTIZE:-$(ls /work/peer/llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-quantize 2>/dev/null | head -1 || true)}"
+quantize="${LLAMA_QUANTIZE:-$(peer_tool llama-quantize)}"
 mkdir -p .build-bench
 swift build -c release --product make-bench-model >&2
 f16=.build-bench/bench-qwen3moe.f16.gguf
