@@ -69,15 +69,17 @@ let package = Package(
                           swiftSettings: kernelFlags),
         // Writes random-weight qwen3moe benchmark models with our GGUF writer.
         .executableTarget(name: "make-bench-model", dependencies: ["GGUF", "Storage"], path: "Sources/BenchModel"),
-        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "Storage"]),
+        // Where the shared reference data lives, for every test target.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "GGUFTests", dependencies: ["TestSupport", "GGUF", "Storage"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "CSystem"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: kernelFlags),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF"]),
-        .testTarget(name: "ExpertsTests", dependencies: ["Experts", "Models", "Kernels", "GGUF", "Storage"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Engine", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "GGUF"], swiftSettings: kernelFlags),
+        .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
+        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
-        .testTarget(name: "CLITests", dependencies: ["moe"]),
-        .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF", "ChatTemplate"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe"]),
+        .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
+        .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Models", "Tokenizer", "GGUF", "ChatTemplate"]),
     ]
 )

@@ -1,15 +1,12 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The `moe` executable as a user runs it: the command names, flags and output formats
 /// are the interface, and bad input is one clear line on stderr with exit status 1.
 @Suite("moe command line")
 struct CLITests {
-    static let shared: URL = {
-        if let env = ProcessInfo.processInfo.environment["MOE_SHARED_DIR"] { return URL(fileURLWithPath: env) }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared")
-    }()
+    static let shared = SharedData.root
 
     /// The built `moe` next to this test bundle.
     static let executable: URL = {

@@ -1,16 +1,12 @@
 import ChatTemplate
 import Foundation
+import TestSupport
 import GGUF
 import Testing
 
 /// `../shared/` beside the repository (or `MOE_SHARED_DIR`): llama.cpp-made reference data.
 enum Shared {
-    static let root: URL = {
-        if let env = ProcessInfo.processInfo.environment["MOE_SHARED_DIR"] { return URL(fileURLWithPath: env) }
-        return URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared")
-    }()
+    static let root = SharedData.root
 
     static func vocab(_ name: String) -> String { root.appendingPathComponent("vocab/ggml-vocab-\(name).gguf").path }
 

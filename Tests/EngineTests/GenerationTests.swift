@@ -1,16 +1,12 @@
 import Engine
 import Foundation
+import TestSupport
 import Models
 import Testing
 import Tokenizer
 
 enum Shared {
-    static let root: URL = {
-        if let env = ProcessInfo.processInfo.environment["MOE_SHARED_DIR"] { return URL(fileURLWithPath: env) }
-        return URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared")
-    }()
+    static let root = SharedData.root
     static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 }
 

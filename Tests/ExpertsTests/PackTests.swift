@@ -1,5 +1,6 @@
 import Experts
 import Foundation
+import TestSupport
 import GGUF
 import Kernels
 import Models
@@ -12,13 +13,7 @@ import Glibc
 /// The tiny llama.cpp models in `../shared/models` (or `$MOE_SHARED_DIR/models`), read in place,
 /// and a scratch directory per test for the packs.
 private enum PackFixture {
-    static let models: URL = {
-        if let env = ProcessInfo.processInfo.environment["MOE_SHARED_DIR"] {
-            return URL(fileURLWithPath: env).appendingPathComponent("models")
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/models")
-    }()
+    static let models = SharedData.root.appendingPathComponent("models")
 
     static func model(_ name: String) -> String { models.appendingPathComponent(name).path }
 

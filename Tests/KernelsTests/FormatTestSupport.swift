@@ -1,15 +1,11 @@
 import Foundation
+import TestSupport
 import GGUF
 import Kernels
 
 /// `../shared/` beside the repository (or `MOE_SHARED_DIR`): llama.cpp-made model files.
 enum FormatFixtures {
-    static let root: URL = {
-        if let env = ProcessInfo.processInfo.environment["MOE_SHARED_DIR"] { return URL(fileURLWithPath: env) }
-        return URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared")
-    }()
+    static let root = SharedData.root
 
     static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
 }
