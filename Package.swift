@@ -72,7 +72,7 @@ let package = Package(
         // Where the shared reference data lives, for every test target.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GGUFTests", dependencies: ["TestSupport", "GGUF", "Storage"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "CSystem"]),
+        .testTarget(name: "StorageTests", dependencies: ["TestSupport", "Storage", "CSystem"]),
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
         .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Kernels", "GGUF", "Storage"]),

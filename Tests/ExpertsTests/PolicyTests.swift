@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import Experts
 
 /// The pool's side of the policy protocol, without memory or I/O: keys in, hits counted,
@@ -53,7 +54,7 @@ struct PolicyTests {
           arguments: ExpertPolicies.names)
     func neverEvictsPinned(_ name: String) throws {
         let sim = PoolSimulator(name, capacity: 6)
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for _ in 0..<400 {
             let layer = Int(rng.next() % 4)
             let a = Int(rng.next() % 16), b = (a + 1 + Int(rng.next() % 15)) % 16
@@ -121,7 +122,7 @@ struct PolicyTests {
 
         // Uniform random use across layers: residency follows the quotas.
         let sim = PoolSimulator("fate", capacity: 30, layers: 4, experts: 16)
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         for _ in 0..<3000 {
             for layer in 0..<4 {
                 let a = Int(rng.next() % 16), b = (a + 1 + Int(rng.next() % 15)) % 16
@@ -141,18 +142,5 @@ struct PolicyTests {
         sim.request([key(0, 7)])  // token 1
         sim.request([key(2, 5)])  // layer 3 runs next, layer 1 only in the next token
         #expect(sim.resident == [key(3, 0), key(0, 7), key(2, 5)])
-    }
-}
-
-/// A small deterministic generator, so the simulations repeat exactly.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TestSupport
 @testable import Storage
 
 /// Behavior every backend shares, run against io_uring and pread, each with and without O_DIRECT.
