@@ -4,16 +4,21 @@ import Models
 public enum ExpertError: Error, Equatable, CustomStringConvertible {
     case invalidOption(String)
     /// The budget holds fewer experts than one token needs in one layer.
-    case budgetTooSmall(budget: Int, minimum: Int, expertBytes: Int)
+    /// `lowCopyBytes`: with precision fallback, a low-precision copy's slot (the minimum
+    /// holds a token's worth of each).
+    case budgetTooSmall(budget: Int, minimum: Int, expertBytes: Int, lowCopyBytes: Int = 0)
     /// Memory left for experts once the rest is loaded is below the minimum.
     case notEnoughMemory(available: Int, minimum: Int)
 
     public var description: String {
         switch self {
         case let .invalidOption(why): return why
-        case let .budgetTooSmall(budget, minimum, expertBytes):
-            return "--expert-memory \(formatBytes(budget)) is below the minimum of \(formatBytes(minimum)) "
-                + "(\(minimum / max(expertBytes, 1)) experts of \(formatBytes(expertBytes)): the experts one token uses in one layer)"
+        case let .budgetTooSmall(budget, minimum, expertBytes, lowCopyBytes):
+            let k = minimum / max(expertBytes + lowCopyBytes, 1)
+            let what = lowCopyBytes > 0
+                ? "\(k) experts of \(formatBytes(expertBytes)) and \(k) low-precision copies of \(formatBytes(lowCopyBytes)): the experts one token uses in one layer, at each precision"
+                : "\(k) experts of \(formatBytes(expertBytes)): the experts one token uses in one layer"
+            return "--expert-memory \(formatBytes(budget)) is below the minimum of \(formatBytes(minimum)) (\(what))"
         case let .notEnoughMemory(available, minimum):
             return "only \(formatBytes(available)) of memory is left for experts; at least \(formatBytes(minimum)) is needed "
                 + "(set --expert-memory, or free memory)"

@@ -16,6 +16,14 @@ public final class ExpertStats {
     public private(set) var selected = 0
     public private(set) var predictedAndSelected = 0
     private var predictions: [Int: Set<Int>] = [:]
+    /// The same three counts per layer.
+    public private(set) var predictionByLayer: [Int: (predicted: Int, selected: Int, both: Int)] = [:]
+    /// Expert uses computed from a low-precision copy (precision fallback), and the bytes
+    /// of such copies read (counted in `bytesRead` too).
+    public internal(set) var lowPrecisionUses = 0
+    public internal(set) var lowPrecisionBytesRead: UInt64 = 0
+    /// Every expert use (hits and misses, both precisions).
+    public var expertUses: Int { totalHits + totalMisses }
     public internal(set) var bytesRead: UInt64 = 0
     public internal(set) var expertsRead = 0
     /// Seconds during which at least one read was outstanding.
@@ -39,9 +47,12 @@ public final class ExpertStats {
     /// Scores the prediction made for `layer`, if any, against what it selected.
     func recordPrediction(layer: Int, actual: [Int]) {
         guard let p = predictions.removeValue(forKey: layer) else { return }
+        let both = actual.filter { p.contains($0) }.count
         predicted += p.count
         selected += actual.count
-        predictedAndSelected += actual.filter { p.contains($0) }.count
+        predictedAndSelected += both
+        let c = predictionByLayer[layer] ?? (0, 0, 0)
+        predictionByLayer[layer] = (c.predicted + p.count, c.selected + actual.count, c.both + both)
     }
 
     /// Of the experts layers selected, the share that had been predicted.
@@ -80,6 +91,9 @@ public final class ExpertStats {
         predicted = 0
         selected = 0
         predictedAndSelected = 0
+        predictionByLayer = [:]
+        lowPrecisionUses = 0
+        lowPrecisionBytesRead = 0
     }
 
     /// A readable report (several lines, no trailing newline).
@@ -91,6 +105,19 @@ public final class ExpertStats {
             lines.append(String(format: "prediction: recall %.1f%%, precision %.1f%%; prefetched %d experts: %d used (%d still arriving when asked for), %d evicted unused",
                                 100 * predictionRecall, 100 * predictionPrecision, prefetchesIssued, prefetchesUsed,
                                 inFlightHits, prefetchesWasted))
+        }
+        if lowPrecisionUses > 0 {
+            lines.append(String(format: "precision fallback: %d of %d expert uses from low-precision copies (%.1f%%), %@ of them read",
+                                lowPrecisionUses, lookups, 100 * Double(lowPrecisionUses) / Double(max(lookups, 1)),
+                                formatBytes(lowPrecisionBytesRead)))
+        }
+        if perLayer && selected > 0 {
+            let cells = predictionByLayer.keys.sorted().map { l -> String in
+                let c = predictionByLayer[l]!
+                return String(format: "%d:%.0f/%.0f", l, c.selected > 0 ? 100 * Double(c.both) / Double(c.selected) : 0,
+                              c.predicted > 0 ? 100 * Double(c.both) / Double(c.predicted) : 0)
+            }
+            lines.append("prediction recall/precision % per layer: " + cells.joined(separator: " "))
         }
         if perLayer {
             let layers = Set(hits.keys).union(misses.keys).sorted()

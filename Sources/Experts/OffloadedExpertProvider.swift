@@ -14,6 +14,11 @@ import Storage
 /// group is unpinned, so a selection larger than the pool runs in waves. Nothing pinned or
 /// in flight is ever evicted, and a failed read leaves the pool consistent (the slot is
 /// simply free again).
+///
+/// With precision fallback (HOBBIT's token-level dynamic loading), a missing expert whose
+/// routing weight is below a threshold is computed from its low-precision copy in a pack,
+/// which is smaller to read and to hold (it lives in the pool's second class of slots); an
+/// expert resident at full precision is always used as it is.
 public final class OffloadedExpertProvider: ExpertProvider {
     public let layout: ExpertLayout
     public let pool: ExpertPool
@@ -26,7 +31,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// (a computation using it, or a read in flight into it).
     private var occupant: [ExpertKey?]
     private var pins: [Int]
-    private var freeSlots: [Int]
+    /// Free slots of each class (0: full precision, 1: low-precision copies).
+    private var freeSlots: [[Int]]
     private var slotOf: [ExpertKey: Int] = [:]
     /// Where each matrix of a slot's expert starts, as offsets into the slot.
     private var sliceOffsets: [[Int]]
@@ -49,30 +55,53 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// The next layer's predicted experts, most likely first (from `hint`).
     private var pendingHint: (layer: Int, experts: [Int])?
 
-    /// The smallest pool that works: one token's experts of one layer.
+    /// The smallest pool that works: one token's experts of one layer (in each class).
     public static func minimumSlots(_ layout: ExpertLayout) -> Int { max(layout.expertsPerToken, 1) }
 
-    /// Bytes of one slot for `layout` read from a file of `fileSize` bytes.
-    public static func slotBytes(_ layout: ExpertLayout, fileSize: UInt64) -> Int {
+    /// Bytes of one slot for `layout`'s experts at `precision`, read from a file of `fileSize` bytes.
+    public static func slotBytes(_ layout: ExpertLayout, fileSize: UInt64, precision: Int = 0) -> Int {
         var largest = 0
         for layer in layout.layers {
             for e in 0..<layout.expertCount {
-                largest = max(largest, ReadPlan(layout.slices(layer: layer, expert: e), fileSize: fileSize).span)
+                largest = max(largest, ReadPlan(layout.slices(layer: layer, expert: e, precision: precision), fileSize: fileSize).span)
             }
         }
         return largest
     }
 
-    public init(layout: ExpertLayout, pool: ExpertPool, policy: any ExpertCachePolicy, backend: any StorageBackend) throws(StorageError) {
+    /// When a missing expert is computed from a low-precision copy.
+    public struct Fallback: Sendable {
+        /// Experts whose routing weight (the largest any token of the batch gives them) is
+        /// below this fall back.
+        public var threshold: Float
+        /// The pack precision of the copies (an index into `ExpertLayout.precisions`, > 0).
+        public var precision: Int
+
+        public init(threshold: Float, precision: Int) {
+            self.threshold = threshold
+            self.precision = precision
+        }
+    }
+    public let fallback: Fallback?
+
+    /// - Parameter fallback: needs a pool with a second class of slots, sized for the copies.
+    public init(layout: ExpertLayout, pool: ExpertPool, policy: any ExpertCachePolicy, backend: any StorageBackend,
+                fallback: Fallback? = nil) throws(StorageError) {
+        if let fallback {
+            guard fallback.precision > 0, fallback.precision < layout.precisions.count, pool.classCounts.count == 2 else {
+                throw .invalidRequest("precision fallback needs a low-precision copy and a pool class for it")
+            }
+        }
         self.layout = layout
         self.pool = pool
         self.policy = policy
         self.backend = backend
+        self.fallback = fallback
         fileSize = backend.fileSize
         loadedVersion = backend.currentVersion()
         occupant = Array(repeating: nil, count: pool.slotCount)
         pins = Array(repeating: 0, count: pool.slotCount)
-        freeSlots = Array((0..<pool.slotCount).reversed())
+        freeSlots = pool.classCounts.indices.map { Array(pool.slots(ofClass: $0).reversed()) }
         sliceOffsets = Array(repeating: [], count: pool.slotCount)
         do {
             try backend.registerBuffers([pool.memory.bytes])
@@ -149,8 +178,16 @@ public final class OffloadedExpertProvider: ExpertProvider {
         var waiting: [Int] = []
         var pinnedSlots: [Int] = []
         var outstanding = 0
+        // The copy each position is computed from.
+        var keys: [ExpertKey] = []
+        keys.reserveCapacity(experts.count)
         for (position, e) in experts.enumerated() {
-            let key = ExpertKey(layer: layer, expert: e)
+            var key = ExpertKey(layer: layer, expert: e)
+            if let fallback, slotOf[key] == nil, loadingSlot[key] == nil, importance[position] < fallback.threshold {
+                key.precision = fallback.precision
+                stats.lowPrecisionUses += 1
+            }
+            keys.append(key)
             if unusedPrefetches.remove(key) != nil { stats.prefetchesUsed += 1 }
             if let slot = slotOf[key] {
                 pins[slot] += 1
@@ -176,14 +213,14 @@ public final class OffloadedExpertProvider: ExpertProvider {
 
         var failure: ModelError?
         do {
-            outstanding += try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+            outstanding += try startLoads(keys, waiting: &waiting, pinned: &pinnedSlots)
             try issueHintedPrefetch(current: layer)
             if !ready.isEmpty {
-                try computeGroup(ready, layer: layer, experts: experts, compute: compute, pinned: &pinnedSlots)
+                try computeGroup(ready, keys: keys, compute: compute, pinned: &pinnedSlots)
             }
             while outstanding > 0 || !waiting.isEmpty {
                 if outstanding == 0 {
-                    outstanding += try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+                    outstanding += try startLoads(keys, waiting: &waiting, pinned: &pinnedSlots)
                     if outstanding == 0 {
                         // Every slot is held by reads in flight for other layers (prefetches):
                         // let them land, which frees their holds.
@@ -196,9 +233,9 @@ public final class OffloadedExpertProvider: ExpertProvider {
                 }
                 let arrived = try awaitLoads(pinned: &pinnedSlots)
                 outstanding -= arrived.count
-                outstanding += try startLoads(layer: layer, experts: experts, waiting: &waiting, pinned: &pinnedSlots)
+                outstanding += try startLoads(keys, waiting: &waiting, pinned: &pinnedSlots)
                 if !arrived.isEmpty {
-                    try computeGroup(arrived, layer: layer, experts: experts, compute: compute, pinned: &pinnedSlots)
+                    try computeGroup(arrived, keys: keys, compute: compute, pinned: &pinnedSlots)
                 }
             }
         } catch let e as ModelError {
@@ -216,11 +253,11 @@ public final class OffloadedExpertProvider: ExpertProvider {
     // MARK: Loading
 
     /// Starts the reads of waiting positions that can get a slot; returns how many started.
-    private func startLoads(layer: Int, experts: [Int], waiting: inout [Int], pinned: inout [Int]) throws(ModelError) -> Int {
+    private func startLoads(_ keys: [ExpertKey], waiting: inout [Int], pinned: inout [Int]) throws(ModelError) -> Int {
         var requests: [ReadRequest] = []
         var started = 0
         while let position = waiting.last {
-            let key = ExpertKey(layer: layer, expert: experts[position])
+            let key = keys[position]
             guard let slot = claimSlot(for: key, sparing: []) else { break }
             waiting.removeLast()
             beginLoad(key, into: slot, consumer: position, requests: &requests)
@@ -251,12 +288,13 @@ public final class OffloadedExpertProvider: ExpertProvider {
     }
 
     private func beginLoad(_ key: ExpertKey, into slot: Int, consumer: Int?, requests: inout [ReadRequest]) {
-        let plan = ReadPlan(layout.slices(layer: key.layer, expert: key.expert), fileSize: fileSize)
+        let slices = layout.slices(layer: key.layer, expert: key.expert, precision: key.precision)
+        let plan = ReadPlan(slices, fileSize: fileSize)
         occupant[slot] = key
         pins[slot] += 1  // the read's own hold, dropped when it lands
         if consumer != nil { pins[slot] += 1 }  // the computation's hold
         sliceOffsets[slot] = plan.sliceOffsets
-        let bytes = layout.slices(layer: key.layer, expert: key.expert).reduce(0) { $0 + $1.byteCount }
+        let bytes = slices.reduce(0) { $0 + $1.byteCount }
         loads[slot] = Load(key: key, remaining: plan.reads.count, consumer: consumer, bytes: bytes)
         loadingSlot[key] = slot
         for r in plan.reads {
@@ -278,10 +316,11 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// A free slot, or one the policy gives up (not pinned, not loading, not in `sparing`);
     /// nil when there is none.
     private func claimSlot(for key: ExpertKey, sparing: Set<ExpertKey>) -> Int? {
-        if let slot = freeSlots.popLast() { return slot }
+        let slotClass = key.precision == 0 ? 0 : 1
+        if let slot = freeSlots[slotClass].popLast() { return slot }
         let victim = policy.victim(for: key) { [slotOf, pins] k in
             guard let s = slotOf[k] else { return false }
-            return pins[s] == 0 && !sparing.contains(k)
+            return pins[s] == 0 && !sparing.contains(k) && (k.precision == 0 ? 0 : 1) == slotClass
         }
         guard let victim, let slot = slotOf[victim], pins[slot] == 0 else { return nil }
         slotOf[victim] = nil
@@ -331,13 +370,14 @@ public final class OffloadedExpertProvider: ExpertProvider {
                     firstFailure = firstFailure ?? e
                 }
                 occupant[slot] = nil
-                freeSlots.append(slot)
+                freeSlots[pool.slotClass(slot)].append(slot)
                 continue
             }
             slotOf[load.key] = slot
             policy.didInsert(load.key)
             stats.expertsRead += 1
             stats.bytesRead += UInt64(load.bytes)
+            if load.key.precision > 0 { stats.lowPrecisionBytesRead += UInt64(load.bytes) }
             if let position = load.consumer { arrived.append(position) }
         }
         if let firstFailure { throw .storage(firstFailure.description) }
@@ -359,7 +399,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
             }
             unusedPrefetches.remove(load.key)
             occupant[slot] = nil
-            freeSlots.append(slot)
+            freeSlots[pool.slotClass(slot)].append(slot)
         }
         loads.removeAll()
         loadingSlot.removeAll()
@@ -367,15 +407,16 @@ public final class OffloadedExpertProvider: ExpertProvider {
 
     // MARK: Computing
 
-    private func computeGroup(_ positions: [Int], layer: Int, experts: [Int],
+    private func computeGroup(_ positions: [Int], keys: [ExpertKey],
                               compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void, pinned: inout [Int]) throws(ModelError) {
         var weights: [ExpertWeights] = []
         weights.reserveCapacity(positions.count)
         var slots: [Int] = []
         for p in positions {
-            let slot = slotOf[ExpertKey(layer: layer, expert: experts[p])]!
+            let key = keys[p]
+            let slot = slotOf[key]!
             slots.append(slot)
-            let s = layout.slices(layer: layer, expert: experts[p])
+            let s = layout.slices(layer: key.layer, expert: key.expert, precision: key.precision)
             let base = UnsafeRawPointer(pool.slot(slot))
             let offsets = sliceOffsets[slot]
             weights.append(ExpertWeights(

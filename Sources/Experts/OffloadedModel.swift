@@ -20,6 +20,15 @@ public struct OffloadOptions: Sendable {
     /// hits save.
     public var prefetch: PrefetchMode = .none
     public var decision: OffloadDecision = .always
+    /// Precision fallback: compute missing experts whose routing weight is below this from
+    /// a low-precision copy (nil: off, unless `fallbackType` is set, which implies 1/k).
+    public var fallbackThreshold: Float?
+    /// The type of the copies (a precision name of the pack); nil: the pack's first.
+    public var fallbackType: String?
+    /// Share of the expert budget for low-precision copies when fallback is on.
+    public var fallbackShare = 0.25
+
+    public var fallbackEnabled: Bool { fallbackThreshold != nil || fallbackType != nil }
 
     public init() {}
 }
@@ -75,23 +84,43 @@ public enum OffloadedModel {
         }, progress: progress) { model, file throws(ModelError) in
             guard let layout else { return try ResidentExpertProvider(model.weights, model.hyperParameters) }
             let storage = expertReads(file)
+            let fallback = try fallbackSetting(options, layout: layout, path: path)
             let slotBytes = OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize)
-            let minimum = OffloadedExpertProvider.minimumSlots(layout) * slotBytes
+            let lowSlotBytes = fallback.map {
+                OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize, precision: $0.precision)
+            }
+            let perClass = OffloadedExpertProvider.minimumSlots(layout)
+            let minimum = perClass * (slotBytes + (lowSlotBytes ?? 0))
             let allExperts = layout.layers.count * layout.expertCount
-            let slots: Int
-            if let budget = options.expertMemory {
-                guard budget >= minimum else {
-                    throw .file(ExpertError.budgetTooSmall(budget: budget, minimum: minimum, expertBytes: slotBytes).description)
+            let budget: Int
+            if let b = options.expertMemory {
+                guard b >= minimum else {
+                    throw .file(ExpertError.budgetTooSmall(budget: b, minimum: minimum, expertBytes: slotBytes,
+                                                             lowCopyBytes: lowSlotBytes ?? 0).description)
                 }
-                slots = min(budget / slotBytes, allExperts)
+                budget = b
             } else {
                 let kv = kvBytes(model, contextLength: options.contextLength)
                 let available = AvailableMemory.bytes() - kv - reserveBytes
                 guard available >= minimum else {
                     throw .file(ExpertError.notEnoughMemory(available: max(available, 0), minimum: minimum).description)
                 }
-                slots = min(available / slotBytes, allExperts)
+                budget = available
             }
+            // With fallback, a share of the budget holds low-precision copies (at least a
+            // token's worth of each class).
+            var classes: [(bytes: Int, count: Int)]
+            if let lowSlotBytes {
+                let share = min(max(options.fallbackShare, 0), 1)
+                var low = max(Int(Double(budget) * share) / lowSlotBytes, perClass)
+                var native = max((budget - low * lowSlotBytes) / slotBytes, perClass)
+                native = min(native, allExperts)
+                low = min(max((budget - native * slotBytes) / lowSlotBytes, perClass), allExperts)
+                classes = [(slotBytes, native), (lowSlotBytes, low)]
+            } else {
+                classes = [(slotBytes, min(budget / slotBytes, allExperts))]
+            }
+            let slots = classes.reduce(0) { $0 + $1.count }
             let node = options.numaNode ?? ComputePlacement.computeNode
             let context = PolicyContext(capacity: slots, layerCount: model.hyperParameters.blockCount,
                                         expertLayers: layout.layers, expertsPerLayer: layout.expertCount,
@@ -99,8 +128,9 @@ public enum OffloadedModel {
                                         bytesPerPrecision: layout.precisions.indices.map { layout.expertBytes(precision: $0) })
             let policy = ExpertPolicies.make(options.policy, context: context)!
             do {
-                let pool = try ExpertPool(slotBytes: slotBytes, slotCount: slots, numaNode: node)
-                let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage)
+                let pool = try ExpertPool(classes: classes, numaNode: node)
+                let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage,
+                                                    fallback: fallback)
                 p.prefetch = options.prefetch
                 if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
                 provider = p
@@ -110,6 +140,29 @@ public enum OffloadedModel {
             }
         }
         return (model, provider)
+    }
+
+    /// The fallback `options` ask for, checked against the file's low-precision copies.
+    static func fallbackSetting(_ options: OffloadOptions, layout: ExpertLayout,
+                                path: String) throws(ModelError) -> OffloadedExpertProvider.Fallback? {
+        guard options.fallbackEnabled else { return nil }
+        let copies = layout.precisions.dropFirst()
+        guard !copies.isEmpty else {
+            throw .file("\(path) has no low-precision copies of its experts, which precision fallback computes from: "
+                        + "make a pack with them first (moe pack \(path) OUT --low-precision q4_0)")
+        }
+        var precision = 1
+        if let name = options.fallbackType {
+            guard let i = layout.precisions.dropFirst().firstIndex(where: { $0.lowercased() == name.lowercased() }) else {
+                throw .file("\(path) has no \(name) copies of its experts (it has \(copies.joined(separator: ", ")))")
+            }
+            precision = i
+        }
+        let threshold = options.fallbackThreshold ?? 1 / Float(max(layout.expertsPerToken, 1))
+        guard threshold.isFinite, threshold >= 0 else {
+            throw .file("the fallback threshold must be a routing weight >= 0, not \(threshold)")
+        }
+        return .init(threshold: threshold, precision: precision)
     }
 
     /// Bytes the session's KV cache will take.

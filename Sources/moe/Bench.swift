@@ -82,6 +82,13 @@ struct Bench: ParsableCommand {
                 fields.append("\"expert_bytes_read_per_token\": \(Int(stats.bytesPerToken))")
                 fields.append("\"io_stall_ms_per_token\": \(String(format: "%.3f", stats.tokens > 0 ? 1000 * stats.stallSeconds / Double(stats.tokens) : 0))")
                 if let bw = stats.diskBandwidth { fields.append("\"disk_bytes_per_second\": \(Int(bw))") }
+                if stats.selected > 0 {
+                    fields.append("\"prediction_recall\": \(String(format: "%.4f", stats.predictionRecall))")
+                    fields.append("\"prediction_precision\": \(String(format: "%.4f", stats.predictionPrecision))")
+                }
+                if stats.expertUses > 0 {
+                    fields.append("\"low_precision_share\": \(String(format: "%.4f", Double(stats.lowPrecisionUses) / Double(stats.expertUses)))")
+                }
                 if let bound = stats.diskBoundTokensPerSecond {
                     fields.append("\"disk_bound_tokens_per_second\": \(String(format: "%.3f", bound))")
                 }

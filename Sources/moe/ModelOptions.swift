@@ -75,8 +75,15 @@ struct ModelOptions: ParsableArguments {
             let pool = provider.pool
             var where_ = "no NUMA placement"
             if let node = pool.residentNode { where_ = "NUMA node \(node)" }
-            printError("experts: \(pool.slotCount) of \(provider.layout.layers.count * provider.layout.expertCount) fit in "
-                       + "\(formatBytes(pool.totalBytes)) (\(formatBytes(pool.slotBytes)) each, \(where_)), policy \(type(of: provider.policy).name), prefetch \(settings.options.prefetch.rawValue), "
+            var fallback = ""
+            if let f = provider.fallback {
+                fallback = String(format: ", and %d %@ copies (%@ each) for weights below %.3g",
+                                  pool.classCounts[1], provider.layout.precisions[f.precision],
+                                  formatBytes(pool.classBytes[1]), f.threshold)
+            }
+            printError("experts: \(pool.classCounts[0]) of \(provider.layout.layers.count * provider.layout.expertCount) "
+                       + "(\(formatBytes(pool.slotBytes)) each)\(fallback) fit in \(formatBytes(pool.totalBytes)) (\(where_)), "
+                       + "policy \(type(of: provider.policy).name), prefetch \(settings.options.prefetch.rawValue), "
                        + (provider.layout.isPacked ? "packed file" : "plain GGUF"))
         }
         return model
@@ -148,6 +155,18 @@ struct OffloadingOptions: ParsableArguments {
             help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); near (each layer's router on its input, before its attention).")
     var prefetch: String = PrefetchMode.none.rawValue
 
+    @Option(name: .customLong("fallback-threshold"),
+            help: "Precision fallback: a missing expert whose routing weight is below this is computed from its low-precision copy (needs a pack made with --low-precision; default 1/k when --fallback-type is given).")
+    var fallbackThreshold: Float?
+
+    @Option(name: .customLong("fallback-type"),
+            help: "The low-precision copies fallback uses, e.g. q4_0 (default: the pack's first).")
+    var fallbackType: String?
+
+    @Option(name: .customLong("fallback-share"),
+            help: "Share of --expert-memory that holds low-precision copies when fallback is on (0-1).")
+    var fallbackShare: Double = 0.25
+
     @Flag(name: .customLong("stats"), help: "Print expert statistics (hit rates, bytes read, I/O stall, disk bound) at the end.")
     var stats = false
 
@@ -177,7 +196,18 @@ struct OffloadingOptions: ParsableArguments {
         o.numaNode = numaNode
         o.contextLength = contextLength
         o.measureDisk = stats
-        o.decision = expertMemory != nil ? .always : .whenNeeded
+        // Fallback copies exist only in packs, which are always offloaded; asking for it
+        // on a plain file offloads it too, so the error says what is missing.
+        o.decision = expertMemory != nil || fallbackThreshold != nil || fallbackType != nil ? .always : .whenNeeded
+        if let fallbackThreshold, !(fallbackThreshold >= 0 && fallbackThreshold.isFinite) {
+            throw ValidationError("--fallback-threshold must be a routing weight >= 0, not \(fallbackThreshold)")
+        }
+        guard fallbackShare > 0 && fallbackShare < 1 else {
+            throw ValidationError("--fallback-share must be between 0 and 1, not \(fallbackShare)")
+        }
+        o.fallbackThreshold = fallbackThreshold
+        o.fallbackType = fallbackType
+        o.fallbackShare = fallbackShare
         var list: [Int]?
         if let cpus {
             do { list = try ComputePlacement.parseCPUList(cpus) } catch { throw ValidationError(error.description) }

@@ -15,6 +15,22 @@ struct PackCLITests {
         try body(dir)
     }
 
+    @Test func packThenRunWithPrecisionFallback() throws {
+        try withDirectory { dir in
+            let out = dir.appendingPathComponent("qwen3moe.pack.gguf").path
+            let pack = try run(["pack", model("tiny-qwen3moe.f16.gguf"), out, "--low-precision", "q4_0"])
+            #expect(pack.status == 0, "\(pack.stderr)")
+            let r = try run(["generate", "-m", out, "-p", "Hello world", "-n", "8", "--temp", "0",
+                             "--expert-memory", "3M", "--fallback-threshold", "0.3", "--stats"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stderr.contains("q4_0 copies") && r.stderr.contains("for weights below 0.3"), "\(r.stderr)")
+            #expect(r.stderr.contains("precision fallback: "), "\(r.stderr)")
+            let missing = try run(["generate", "-m", out, "-p", "Hi", "-n", "1", "--fallback-type", "q2_K"])
+            #expect(missing.status == 1)
+            #expect(missing.stderr.contains("has no q2_K copies of its experts (it has q4_0)"), "\(missing.stderr)")
+        }
+    }
+
     @Test func packThenInspect() throws {
         try withDirectory { dir in
             let out = dir.appendingPathComponent("qwen2moe.pack.gguf").path
