@@ -122,10 +122,11 @@ public enum OffloadedModel {
             }
             let slots = classes.reduce(0) { $0 + $1.count }
             let node = options.numaNode ?? ComputePlacement.computeNode
-            let context = PolicyContext(capacity: slots, layerCount: model.hyperParameters.blockCount,
+            var context = PolicyContext(capacity: slots, layerCount: model.hyperParameters.blockCount,
                                         expertLayers: layout.layers, expertsPerLayer: layout.expertCount,
                                         expertsPerToken: layout.expertsPerToken,
                                         bytesPerPrecision: layout.precisions.indices.map { layout.expertBytes(precision: $0) })
+            context.lowPrecisionCapacity = classes.count > 1 ? classes[1].count : 0
             let policy = ExpertPolicies.make(options.policy, context: context)!
             do {
                 let pool = try ExpertPool(classes: classes, numaNode: node)

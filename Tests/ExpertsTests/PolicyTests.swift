@@ -134,6 +134,25 @@ struct PolicyTests {
         #expect(perLayer == (0..<4).map { q[$0]! }, "resident per layer \(perLayer), quotas \(q)")
     }
 
+    @Test("Fate keeps the low-precision copies of the most popular experts, apart from the layer quotas")
+    func fateCopiesByPopularity() {
+        var context = PolicyContext(capacity: 10, layerCount: 2, expertLayers: [0, 1], expertsPerLayer: 8,
+                                    expertsPerToken: 2, bytesPerPrecision: [1000, 300])
+        context.lowPrecisionCapacity = 3
+        let fate = FatePolicy(context: context)
+        // Selections: expert 1 five times, expert 3 three times, expert 2 once (any precision counts).
+        for (e, n) in [(1, 5), (3, 3), (2, 1)] {
+            for i in 0..<n {
+                if i == 0 { fate.didMiss(key(0, e, 1)); fate.didInsert(key(0, e, 1)) } else { fate.didHit(key(0, e, 1)) }
+            }
+        }
+        fate.didMiss(key(1, 0)); fate.didInsert(key(1, 0))
+        #expect(fate.victim(for: key(0, 4, 1)) { $0.precision > 0 } == key(0, 2, 1))
+        #expect(fate.victim(for: key(0, 4, 1)) { $0.precision > 0 && $0 != key(0, 2, 1) } == key(0, 3, 1))
+        // A full-precision request evicts a full-precision expert, never a copy.
+        #expect(fate.victim(for: key(1, 5)) { _ in true } == key(1, 0))
+    }
+
     @Test("HOBBIT evicts what is needed last: of experts used in the same token, the layer furthest ahead")
     func hobbitLayerDistance() {
         let sim = PoolSimulator("hobbit", capacity: 3, layers: 4)

@@ -16,8 +16,10 @@ public struct ExpertKey: Hashable, Sendable, CustomStringConvertible {
 
 /// What a policy knows about the pool it serves.
 public struct PolicyContext: Sendable {
-    /// Slots in the pool.
+    /// Slots in the pool (both classes).
     public var capacity: Int
+    /// Of them, the slots for low-precision copies (precision fallback; 0 without it).
+    public var lowPrecisionCapacity = 0
     /// Layers of the model (dense ones included), for depth-aware policies.
     public var layerCount: Int
     /// The layers that have routed experts.

@@ -4,6 +4,11 @@
 /// within itself by ARC. A layer may borrow free room beyond its quota; when the pool is
 /// full, the incoming expert's own layer gives up a slot if it is at or over quota,
 /// otherwise the layer furthest over its quota does.
+///
+/// Low-precision copies (precision fallback) are kept by popularity instead: the copy of
+/// the expert selected least often so far leaves first, so the copies that stay resident are
+/// those of the experts most likely to be asked for again; they do not count against the
+/// layer quotas, which divide the full-precision slots.
 public final class FatePolicy: ExpertCachePolicy {
     public static let name = "fate"
     public static let summary = "per-layer quotas favouring shallow layers, ARC within each layer"
@@ -13,6 +18,9 @@ public final class FatePolicy: ExpertCachePolicy {
     private var quota: [Int: Int] = [:]
     private var resident: [Int: Int] = [:]
     private let layers: [Int]
+    /// Selections of each expert (any precision), keyed at precision 0.
+    private var popularity: [ExpertKey: Int] = [:]
+    private var residentCopies = Set<ExpertKey>()
 
     /// Shallowest layers get twice the share of the deepest, linearly in between.
     static func quotas(capacity: Int, layers: [Int]) -> [Int: Int] {
@@ -31,7 +39,7 @@ public final class FatePolicy: ExpertCachePolicy {
 
     public init(context: PolicyContext) {
         layers = context.expertLayers
-        quota = Self.quotas(capacity: context.capacity, layers: layers)
+        quota = Self.quotas(capacity: context.capacity - context.lowPrecisionCapacity, layers: layers)
         for l in layers { lists[l] = ARCPolicy.Lists(capacity: max(quota[l]!, 1)) }
     }
 
@@ -40,20 +48,40 @@ public final class FatePolicy: ExpertCachePolicy {
         body(&lists[layer]!)
     }
 
-    public func didHit(_ key: ExpertKey) { let t = clock.next(); withLists(key.layer) { $0.hit(key, tick: t) } }
-    public func didMiss(_ key: ExpertKey) { withLists(key.layer) { $0.miss(key) } }
+    private func select(_ key: ExpertKey) {
+        popularity[ExpertKey(layer: key.layer, expert: key.expert), default: 0] += 1
+    }
+
+    public func didHit(_ key: ExpertKey) {
+        select(key)
+        guard key.precision == 0 else { return }
+        let t = clock.next()
+        withLists(key.layer) { $0.hit(key, tick: t) }
+    }
+    public func didMiss(_ key: ExpertKey) {
+        select(key)
+        guard key.precision == 0 else { return }
+        withLists(key.layer) { $0.miss(key) }
+    }
     public func didInsert(_ key: ExpertKey) {
+        guard key.precision == 0 else { residentCopies.insert(key); return }
         let t = clock.next()
         withLists(key.layer) { $0.insert(key, tick: t) }
         resident[key.layer, default: 0] += 1
     }
     public func didRemove(_ key: ExpertKey) {
+        guard key.precision == 0 else { residentCopies.remove(key); return }
         let t = clock.next()
         withLists(key.layer) { $0.remove(key, tick: t) }
         resident[key.layer, default: 0] -= 1
     }
 
     public func victim(for incoming: ExpertKey, isEvictable: (ExpertKey) -> Bool) -> ExpertKey? {
+        if incoming.precision > 0 {
+            return evictableMinimum(residentCopies, isEvictable: isEvictable) {
+                popularity[ExpertKey(layer: $0.layer, expert: $0.expert)] ?? 0
+            }
+        }
         let over = { (l: Int) in (self.resident[l] ?? 0) - (self.quota[l] ?? 0) }
         var order: [Int] = []
         if over(incoming.layer) >= 0 { order.append(incoming.layer) }
