@@ -52,8 +52,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// Prefetched experts not yet used (to count prefetches used and wasted).
     private var unusedPrefetches = Set<ExpertKey>()
     private var readStart: ContinuousClock.Instant?
-    /// The next layer's predicted experts, most likely first (from `hint`).
-    private var pendingHint: (layer: Int, experts: [Int])?
+    /// Predicted experts of coming layers, most likely first (from `hint`), not yet read.
+    private var pendingHints: [Int: [Int]] = [:]
 
     /// The smallest pool that works: one token's experts of one layer (in each class).
     public static func minimumSlots(_ layout: ExpertLayout) -> Int { max(layout.expertsPerToken, 1) }
@@ -113,10 +113,31 @@ public final class OffloadedExpertProvider: ExpertProvider {
     }
 
     public func beginBatch(tokens: Int) {
+        if batchTokens == 1, pass.layers > 0, let first = pass.firstEntry, let last = pass.lastExit {
+            // The last decode step's figures steer the adaptive look-ahead.
+            lookahead.record(layers: pass.layers, computeSeconds: (last - first).seconds - (stats.stallSeconds - pass.stallAtStart),
+                             expertsRead: stats.expertsRead - pass.readsAtStart,
+                             readSeconds: stats.readBusySeconds - pass.readBusyAtStart)
+        }
+        pass = Pass(stallAtStart: stats.stallSeconds, readsAtStart: stats.expertsRead, readBusyAtStart: stats.readBusySeconds)
         stats.tokens += tokens
         batchTokens = tokens
         versionChecked = false
+        pendingHints.removeAll()
     }
+
+    /// Timing of the current forward pass, for the adaptive look-ahead.
+    private struct Pass {
+        var stallAtStart = 0.0
+        var readsAtStart = 0
+        var readBusyAtStart = 0.0
+        var layers = 0
+        var firstEntry: ContinuousClock.Instant?
+        var lastExit: ContinuousClock.Instant?
+    }
+    private var pass = Pass()
+    /// How far ahead and how wide `--prefetch adaptive` reads.
+    public private(set) var lookahead = AdaptiveLookahead()
 
     /// The file as it was when the model loaded. Experts read from a file rewritten since
     /// would not match the weights already in memory, so a change is an error.
@@ -146,27 +167,33 @@ public final class OffloadedExpertProvider: ExpertProvider {
     public var wantsPrediction: ExpertPrediction {
         switch prefetch {
         case .none: return .none
-        case .gate: return .nextLayer
+        case .gate: return .ahead(depth: 1)
+        case .adaptive: return .ahead(depth: lookahead.depth)
         case .near: return .sameLayer
         }
     }
 
-    /// Experts to read ahead for one layer: a token's worth in decoding; for a batch the
-    /// most popular predictions, up to a share of the pool that leaves room for the layers
-    /// in between.
+    /// Experts to read ahead for one layer: a token's worth in decoding (adaptive: as many
+    /// as spare disk time allows); for a batch the most popular predictions, up to a share
+    /// of the pool that leaves room for the layers in between.
     var prefetchLimit: Int {
         let k = layout.expertsPerToken
-        guard batchTokens > 1 else { return k }
+        guard batchTokens > 1 else {
+            return prefetch == .adaptive ? lookahead.candidates(k: k, expertCount: layout.expertCount) : k
+        }
         return min(layout.expertCount, max(k, pool.slotCount / (2 * max(layout.layers.count, 1))))
     }
 
     public func hint(layer: Int, experts: [Int]) {
         guard prefetch != .none, layout.hasExperts(layer: layer) else { return }
-        pendingHint = (layer, Array(experts.prefix(prefetchLimit)))
-        stats.recordHint(layer: layer, experts: Array(experts.prefix(layout.expertsPerToken)))
+        let limit = prefetchLimit
+        pendingHints[layer] = Array(experts.prefix(limit))
+        // Recall and precision are scored on what is read: a token's worth, or the adaptive
+        // candidates. A later (nearer) prediction for the same layer replaces an earlier one.
+        stats.recordHint(layer: layer, experts: Array(experts.prefix(batchTokens > 1 ? layout.expertsPerToken : limit)))
         if prefetch == .near {
             // The layer is about to run: read now, behind nothing.
-            do { try issueHintedPrefetch(current: -1) } catch { pendingHint = nil }
+            do { try issueHintedPrefetch(current: -1) } catch { pendingHints.removeAll() }
         }
     }
 
@@ -174,6 +201,9 @@ public final class OffloadedExpertProvider: ExpertProvider {
                             compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError) {
         if !versionChecked { try checkFileVersion() }
         stats.recordPrediction(layer: layer, actual: experts)
+        if pass.firstEntry == nil { pass.firstEntry = .now }
+        pass.layers += 1
+        defer { pass.lastExit = .now }
         var ready: [Int] = []
         var waiting: [Int] = []
         var pinnedSlots: [Int] = []
@@ -214,7 +244,13 @@ public final class OffloadedExpertProvider: ExpertProvider {
         var failure: ModelError?
         do {
             outstanding += try startLoads(keys, waiting: &waiting, pinned: &pinnedSlots)
-            try issueHintedPrefetch(current: layer)
+            // Read-ahead goes to the disk once this layer's own reads are in, so it never
+            // slows them down; it then overlaps the rest of this layer's compute.
+            var readAhead = false
+            if outstanding == 0 && waiting.isEmpty {
+                try issueHintedPrefetch(current: layer)
+                readAhead = true
+            }
             if !ready.isEmpty {
                 try computeGroup(ready, keys: keys, compute: compute, pinned: &pinnedSlots)
             }
@@ -234,6 +270,10 @@ public final class OffloadedExpertProvider: ExpertProvider {
                 let arrived = try awaitLoads(pinned: &pinnedSlots)
                 outstanding -= arrived.count
                 outstanding += try startLoads(keys, waiting: &waiting, pinned: &pinnedSlots)
+                if !readAhead && outstanding == 0 && waiting.isEmpty {
+                    try issueHintedPrefetch(current: layer)
+                    readAhead = true
+                }
                 if !arrived.isEmpty {
                     try computeGroup(arrived, keys: keys, compute: compute, pinned: &pinnedSlots)
                 }
@@ -268,21 +308,25 @@ public final class OffloadedExpertProvider: ExpertProvider {
         return started
     }
 
-    /// Reads the hinted experts of the next layer that are neither resident nor loading,
-    /// into free slots or slots the policy gives up (never one the hint itself names).
+    /// Reads the hinted experts of the coming layers (nearest layer first) that are neither
+    /// resident nor loading, into free slots or slots the policy gives up (never one a hint
+    /// names). Hints for `layer` or earlier are stale and dropped.
     private func issueHintedPrefetch(current layer: Int) throws(ModelError) {
-        guard let hint = pendingHint else { return }
-        pendingHint = nil
-        guard hint.layer != layer else { return }
-        let named = Set(hint.experts.map { ExpertKey(layer: hint.layer, expert: $0) })
+        guard !pendingHints.isEmpty else { return }
+        let hints = pendingHints.filter { $0.key > layer }.sorted { $0.key < $1.key }
+        pendingHints.removeAll()
+        var named = Set<ExpertKey>()
+        for (l, experts) in hints { for e in experts { named.insert(ExpertKey(layer: l, expert: e)) } }
         var requests: [ReadRequest] = []
-        for e in hint.experts {
-            let key = ExpertKey(layer: hint.layer, expert: e)
-            if slotOf[key] != nil || loadingSlot[key] != nil { continue }
-            guard let slot = claimSlot(for: key, sparing: named) else { break }
-            beginLoad(key, into: slot, consumer: nil, requests: &requests)
-            unusedPrefetches.insert(key)
-            stats.prefetchesIssued += 1
+        reading: for (l, experts) in hints {
+            for e in experts {
+                let key = ExpertKey(layer: l, expert: e)
+                if slotOf[key] != nil || loadingSlot[key] != nil { continue }
+                guard let slot = claimSlot(for: key, sparing: named) else { break reading }
+                beginLoad(key, into: slot, consumer: nil, requests: &requests)
+                unusedPrefetches.insert(key)
+                stats.prefetchesIssued += 1
+            }
         }
         try submit(requests)
     }

@@ -48,6 +48,9 @@ public enum PrefetchMode: String, Sendable, CaseIterable {
     case none
     /// Fate's cross-layer gate: layer L+1's norm and router applied to layer L's hidden state.
     case gate
+    /// The cross-layer gate with HOBBIT's adaptive look-ahead: as many layers ahead, and as
+    /// many candidates per layer, as the measured read and compute times call for.
+    case adaptive
     /// Each layer's own norm and router on its input, before its attention.
     case near
 }

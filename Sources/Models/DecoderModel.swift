@@ -121,12 +121,15 @@ public final class DecoderModel: @unchecked Sendable {
                 ffn.forward(normed, tokens: n, workspace: workspace, pool: pool, out: blockOut)
             case let .experts(moe):
                 guard let experts else { throw .file("MoE layer \(l) has no expert provider") }
-                if prediction == .nextLayer, l + 1 < layers.count, case let .experts(next) = layers[l + 1].feedForward {
-                    // Predict the next layer's experts from this layer's hidden state, so
-                    // their reads overlap this layer's expert compute.
-                    let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[l + 1].feedForwardNorm,
-                                                 epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
-                    experts.hint(layer: l + 1, experts: predicted)
+                if case let .ahead(depth) = prediction {
+                    // Predict the coming layers' experts from this layer's hidden state, so
+                    // their reads overlap this layer's expert compute (and the layers between).
+                    for ahead in (l + 1)..<min(l + 1 + depth, layers.count) {
+                        guard case let .experts(next) = layers[ahead].feedForward else { continue }
+                        let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[ahead].feedForwardNorm,
+                                                     epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
+                        experts.hint(layer: ahead, experts: predicted)
+                    }
                 }
                 try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,
                                 pool: pool, out: blockOut)

@@ -40,11 +40,13 @@ public protocol ExpertProvider: AnyObject {
 }
 
 /// When the model predicts a MoE layer's experts for the provider.
-public enum ExpertPrediction: Sendable {
+public enum ExpertPrediction: Sendable, Equatable {
     case none
-    /// Before layer L's experts run: layer L+1's norm and router on layer L's hidden state
-    /// (Fate's cross-layer gate). The hint comes before layer L's `withExperts`.
-    case nextLayer
+    /// At layer L, before its experts run: layers L+1 ... L+depth, each by its own norm and
+    /// router applied to layer L's hidden state (Fate's cross-layer gate; depth > 1 looks
+    /// further ahead, for reads that take longer than one layer computes). The hints come
+    /// before layer L's `withExperts`.
+    case ahead(depth: Int)
     /// At the start of layer L, before its attention: its own norm and router on its input.
     /// Closer to what the router will see, with less time to read.
     case sameLayer

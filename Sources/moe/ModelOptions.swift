@@ -152,7 +152,7 @@ struct OffloadingOptions: ParsableArguments {
     var cpus: String?
 
     @Option(name: .customLong("prefetch"),
-            help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); near (each layer's router on its input, before its attention).")
+            help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); adaptive (the gate, as many layers ahead and as many candidates as measured read and compute times call for, as in HOBBIT); near (each layer's router on its input, before its attention).")
     var prefetch: String = PrefetchMode.none.rawValue
 
     @Option(name: .customLong("fallback-threshold"),

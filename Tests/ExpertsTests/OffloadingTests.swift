@@ -71,17 +71,20 @@ struct OffloadingTests {
         for slots in Set([k, k + 1, all / 2, all]).sorted() {
             for policy in ExpertPolicies.names {
                 // Each read-ahead mode with some policies.
-                let prefetch: PrefetchMode = policy == "lfu" ? .none : policy == "hobbit" ? .near : .gate
+                let prefetch: PrefetchMode = policy == "lfu" ? .none : policy == "hobbit" ? .near : policy == "fate" ? .adaptive : .gate
                 let (model, provider) = try offloaded(path, slots: slots, policy: policy, prefetch: prefetch)
                 #expect(provider.pool.slotCount == slots)
                 let got = try scriptLogits(model, pool: Self.pool)
                 #expect(got.count == expected.count)
                 let same = zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }
                 #expect(same, "\(name): \(slots) slots, policy \(policy), prefetch \(prefetch): logits differ from the resident run")
-                // The gate's reads go behind a layer's own pinned experts, so a pool of the
-                // minimum size has no room for them; `near` reads before anything is pinned.
-                let room = prefetch == .near || (prefetch == .gate && slots > k)
-                #expect((provider.stats.prefetchesIssued > 0) == room)
+                // Read-ahead goes to the disk once a layer's own reads are in; in a pool of the
+                // minimum size it can only take slots this layer has finished with.
+                if prefetch == .none {
+                    #expect(provider.stats.prefetchesIssued == 0)
+                } else if prefetch == .near || slots > k {
+                    #expect(provider.stats.prefetchesIssued > 0)
+                }
                 #expect(provider.stats.totalMisses > 0)
                 if slots == all {
                     // Everything fits: each expert is read at most once.
