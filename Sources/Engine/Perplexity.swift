@@ -25,20 +25,50 @@ public struct PerplexityEvaluator {
         return min(all, maxChunks ?? all)
     }
 
-    /// Scores `tokens`; `progress(done, total, runningPerplexity)` is called after each chunk.
-    public func evaluate(_ tokens: [Int], session: Session,
-                         progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws(PerplexityError) -> PerplexityResult {
+    /// The errors `evaluate` would stop at before evaluating anything.
+    public func check(tokenCount: Int, session: Session) throws(PerplexityError) {
         guard contextLength >= 4 else { throw .contextTooSmall(contextLength) }
         guard contextLength <= session.cache.capacity else {
             throw .contextTooLarge(requested: contextLength, capacity: session.cache.capacity)
         }
-        guard tokens.count >= 2 * contextLength else {
-            throw .notEnoughTokens(have: tokens.count, need: 2 * contextLength, contextLength: contextLength)
+        guard tokenCount >= 2 * contextLength else {
+            throw .notEnoughTokens(have: tokenCount, need: 2 * contextLength, contextLength: contextLength)
         }
+    }
+
+    /// Positions scored in each chunk: the second half, but for the last token, which predicts nothing.
+    public var scoredPerChunk: Int { contextLength - 1 - contextLength / 2 }
+
+    /// 64-bit FNV-1a of the token ids fed to the model (`LogProbabilityFile`'s token hash):
+    /// every evaluated chunk, its first token replaced by BOS where there is one.
+    public func tokenHash(_ tokens: [Int]) -> UInt64 {
+        var fed: [Int] = []
+        fed.reserveCapacity(chunkCount(tokens: tokens.count) * contextLength)
+        for chunk in 0..<chunkCount(tokens: tokens.count) {
+            let start = chunk * contextLength
+            fed += tokens[start..<(start + contextLength)]
+            if let bos { fed[start] = bos }
+        }
+        return FNV1a64.tokens(fed)
+    }
+
+    /// The header a KL base of this evaluation of `tokens` by `model` carries.
+    public func logProbabilityHeader(tokens: [Int], model: DecoderModel) -> LogProbabilityFile.Header {
+        let chunks = chunkCount(tokens: tokens.count)
+        let identity = LogProbabilityFile.modelIdentity(model)
+        return LogProbabilityFile.Header(vocabularySize: model.vocabularySize, contextLength: contextLength,
+                                         chunkCount: chunks, scoredPositions: chunks * scoredPerChunk,
+                                         tokenHash: tokenHash(tokens), modelName: identity.name, modelSize: identity.size)
+    }
+
+    /// Scores `tokens`; `progress(done, total, runningPerplexity)` is called after each chunk,
+    /// and every observer sees each chunk's scored logits (to save or compare them).
+    public func evaluate(_ tokens: [Int], session: Session, observers: [any PerplexityObserver] = [],
+                         progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws(PerplexityError) -> PerplexityResult {
+        try check(tokenCount: tokens.count, session: session)
         let chunks = chunkCount(tokens: tokens.count)
         let vocabulary = session.model.vocabularySize
         let first = contextLength / 2
-        let scoredPerChunk = contextLength - 1 - first
         var result = PerplexityResult(contextLength: contextLength)
         var nll = 0.0, nll2 = 0.0
         for chunk in 0..<chunks {
@@ -57,6 +87,15 @@ public struct PerplexityEvaluator {
                     nll2 += v * v
                 }
             }
+            if !observers.isEmpty {
+                let targets = tokens[(start + first + 1)..<(start + contextLength)]
+                do {
+                    try logits.withUnsafeBufferPointer { all throws(LogProbabilityFileError) in
+                        let rows = UnsafeBufferPointer(rebasing: all[(first * vocabulary)..<((contextLength - 1) * vocabulary)])
+                        for observer in observers { try observer.observe(chunk: chunk, logits: rows, targets: targets) }
+                    }
+                } catch { throw .logProbabilities(error) }
+            }
             nll += chunkNLL
             result.scoredTokens += scoredPerChunk
             result.chunkNLL.append(chunkNLL / Double(scoredPerChunk))
@@ -71,6 +110,14 @@ public struct PerplexityEvaluator {
         result.perplexityError = variance > 0 && n > 1 ? (variance / (n - 1)).squareRoot() * result.perplexity : 0
         return result
     }
+}
+
+/// Sees the logits of every scored position of a perplexity run, chunk after chunk
+/// (`LogProbabilityFile.Writer` saves them, `KLDivergenceComparison` compares them).
+public protocol PerplexityObserver: AnyObject {
+    /// `logits`: `targets.count` rows of `vocabularySize` values, the scored positions of
+    /// chunk `chunk` in order; `targets[i]` is the token row i predicts.
+    func observe(chunk: Int, logits: UnsafeBufferPointer<Float>, targets: ArraySlice<Int>) throws(LogProbabilityFileError)
 }
 
 /// log p(token) under softmax(row), in double precision.
@@ -99,6 +146,8 @@ public enum PerplexityError: Error, CustomStringConvertible {
     case contextTooSmall(Int)
     case contextTooLarge(requested: Int, capacity: Int)
     case model(ModelError)
+    /// Saving or comparing log-probabilities (`--kl-base`, `--kl-compare`) failed.
+    case logProbabilities(LogProbabilityFileError)
 
     public var description: String {
         switch self {
@@ -109,6 +158,8 @@ public enum PerplexityError: Error, CustomStringConvertible {
         case let .contextTooLarge(requested, capacity):
             return "a perplexity context of \(requested) tokens exceeds the model's context of \(capacity)"
         case let .model(e):
+            return e.description
+        case let .logProbabilities(e):
             return e.description
         }
     }

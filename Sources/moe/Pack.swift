@@ -98,13 +98,14 @@ struct Pack: ParsableCommand {
     }
 }
 
-/// `GGUFWriter` writes to `OUTPUT.tmp-PID` and renames it at the end; a Ctrl-C in between
-/// would leave that file (as large as the model) behind, so SIGINT and SIGTERM remove it.
-/// The path lives in a C string because the handler may only make async-signal-safe calls.
+/// `GGUFWriter` (and `LogProbabilityFile.Writer`, for `perplexity --kl-base`) writes to
+/// `OUTPUT.tmp-PID` and renames it at the end; a Ctrl-C in between would leave that file
+/// (as large as the model) behind, so SIGINT and SIGTERM remove it. The path lives in a C
+/// string because the handler may only make async-signal-safe calls.
 nonisolated(unsafe) private var interruptedTemporaryPath: UnsafeMutablePointer<CChar>?
 nonisolated(unsafe) private var previousActions: [Int32: sigaction] = [:]
 
-private func removeTemporaryFileOnInterrupt(_ output: String) {
+func removeTemporaryFileOnInterrupt(_ output: String) {
     interruptedTemporaryPath = strdup(output + ".tmp-\(getpid())")
     var action = sigaction()
     action.__sigaction_handler.sa_handler = { signal in
@@ -129,7 +130,7 @@ private func removeTemporaryFileOnInterrupt(_ output: String) {
     pthread_sigmask(SIG_UNBLOCK, &set, nil)
 }
 
-private func restoreInterruptHandlers() {
+func restoreInterruptHandlers() {
     for (signal, var previous) in previousActions { sigaction(signal, &previous, nil) }
     previousActions = [:]
 }
