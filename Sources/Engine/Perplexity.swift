@@ -12,6 +12,10 @@ public struct PerplexityEvaluator {
     public var maxChunks: Int?
     /// Token that replaces each chunk's first token, when the model's vocabulary adds BOS.
     public var bos: Int?
+    /// Tokens per forward pass within a chunk (nil: the whole chunk at once). 1 evaluates
+    /// each token as decoding does, which is what token-level approximations (precision
+    /// fallback decides per forward pass) need to be measured as they run.
+    public var batchSize: Int?
 
     public init(contextLength: Int, maxChunks: Int? = nil, bos: Int? = nil) {
         self.contextLength = contextLength
@@ -76,8 +80,16 @@ public struct PerplexityEvaluator {
             var input = Array(tokens[start..<(start + contextLength)])
             if let bos { input[0] = bos }
             session.rewind(to: 0)
-            let logits: [Float]
-            do { logits = try session.evaluate(input, logits: .all) } catch { throw .model(error) }
+            var logits: [Float] = []
+            let batch = max(batchSize ?? contextLength, 1)
+            do {
+                var done = 0
+                while done < contextLength {
+                    let n = min(batch, contextLength - done)
+                    logits += try session.evaluate(Array(input[done..<(done + n)]), logits: .all)
+                    done += n
+                }
+            } catch { throw .model(error) }
             var chunkNLL = 0.0
             logits.withUnsafeBufferPointer { all in
                 for i in first..<(contextLength - 1) {

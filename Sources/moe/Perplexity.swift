@@ -27,6 +27,10 @@ struct Perplexity: ParsableCommand {
     @Option(name: .customLong("chunks"), help: "Score at most this many chunks (default: all).")
     var chunks: Int?
 
+    @Option(name: [.customShort("b"), .customLong("batch-size")],
+            help: "Tokens per forward pass within a chunk (default: the whole chunk); 1 runs each token as decoding does.")
+    var batchSize: Int?
+
     @Option(name: .customLong("kl-base"),
             help: ArgumentHelp("Also save every scored position's next-token log-probabilities (half precision) to FILE, a base for --kl-compare.",
                                valueName: "FILE"))
@@ -42,6 +46,7 @@ struct Perplexity: ParsableCommand {
 
     func validate() throws {
         if let chunks, chunks < 1 { throw ValidationError("--chunks must be positive") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be positive") }
         if klBase?.isEmpty == true { throw ValidationError("--kl-base needs a file name") }
     }
 
@@ -63,8 +68,9 @@ struct Perplexity: ParsableCommand {
         let tokens = tokenizer.encode(utf8: Array(data), addBOS: tokenizer.addsBOS, parseSpecial: false)
         let context = options.contextLength ?? min(512, model.hyperParameters.contextLength)
         let session = Session(model: model, contextLength: max(context, 1), threads: options.threads)
-        let evaluator = PerplexityEvaluator(contextLength: context, maxChunks: chunks,
+        var evaluator = PerplexityEvaluator(contextLength: context, maxChunks: chunks,
                                             bos: tokenizer.addsBOS ? tokenizer.bos : nil)
+        evaluator.batchSize = batchSize
         do { try evaluator.check(tokenCount: tokens.count, session: session) } catch { throw fail(error.description) }
 
         // The base to compare with must describe this very run: checked before any work.

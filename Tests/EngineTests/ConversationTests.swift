@@ -4,6 +4,7 @@ import Foundation
 import GGUF
 import Models
 import Testing
+import TestSupport
 import Tokenizer
 
 @Suite("Conversation")
@@ -112,6 +113,23 @@ struct PerplexityTests {
         let expected = exp(nll / Double(result.scoredTokens))
         #expect(abs(result.perplexity - expected) / expected < 1e-6)  // expf in the evaluator, exp here
         #expect(result.perplexityError > 0)
+    }
+
+    /// Smaller forward passes within a chunk see the same context: the same figure, up to
+    /// the rounding of batched versus single-token kernels.
+    @Test func batchSizeDoesNotChangeWhatIsScored() throws {
+        let model = try DecoderModel.load(path: Shared.path("models/tiny-qwen3moe.f16.gguf"))
+        let session = Session(model: model, contextLength: 32, threads: 2)
+        var rng = SplitMix64(seed: 11)
+        let tokens = (0..<64).map { _ in Int(rng.next() % UInt64(model.vocabularySize)) }
+        let whole = try PerplexityEvaluator(contextLength: 32).evaluate(tokens, session: session)
+        for size in [1, 5] {
+            var evaluator = PerplexityEvaluator(contextLength: 32)
+            evaluator.batchSize = size
+            let r = try evaluator.evaluate(tokens, session: session)
+            #expect(r.scoredTokens == whole.scoredTokens)
+            #expect(abs(r.perplexity - whole.perplexity) / whole.perplexity < 1e-3, "batch \(size): \(r.perplexity) vs \(whole.perplexity)")
+        }
     }
 
     @Test func tooShortTextIsAClearError() throws {
