@@ -71,6 +71,6 @@ struct Perplexity: ParsableCommand {
                          result.scoredTokens, tokens.count, seconds,
                          Double(result.chunkNLL.count * context) / max(seconds, 1e-9)))
         }
-        options.printExpertStats(model)
+        try options.finish(model)
     }
 }
