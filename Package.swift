@@ -48,7 +48,10 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
         // Expert offloading: layout of experts in a file (plain GGUF or pack), the NUMA-aware
         // pool, cache policies, the on-demand loader and the packer.
-        .target(name: "Experts", dependencies: ["Models", "Kernels", "GGUF", "Storage", "CSystem"]),
+        .target(name: "Experts", dependencies: ["Models", "Trace", "Kernels", "GGUF", "Storage", "CSystem"]),
+        // Routing records (--record-routing): the file format, its writer and reader, and the
+        // recorder that watches a model route; what `moe trace` reads.
+        .target(name: "Trace", dependencies: ["Models"]),
         // Sessions, sampling, the generation loop.
         .target(name: "Engine", dependencies: ["Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate"]),
         // The Jinja subset that GGUF chat templates are written in.
@@ -56,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Experts", "Engine", "ChatTemplate",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Experts", "Engine", "ChatTemplate", "Trace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,7 +78,8 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["TestSupport", "Storage", "CSystem"]),
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
-        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "TraceTests", dependencies: ["TestSupport", "Trace", "Models", "Experts", "Kernels"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe"]),

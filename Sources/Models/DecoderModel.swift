@@ -44,6 +44,9 @@ public final class DecoderModel: @unchecked Sendable {
     /// Where MoE layers get their experts; nil for dense models. Set by the loader: the
     /// resident provider, or an offloading one.
     public var experts: ExpertProvider?
+    /// Told how every MoE layer routes each batch (routing records); nil: nobody watches,
+    /// and no prediction is computed unless the expert provider wants one.
+    public var routingObserver: (any RoutingObserver)?
     public var vocabularySize: Int { hyperParameters.vocabularySize }
     public var hidden: Int { hyperParameters.embeddingLength }
 
@@ -98,11 +101,16 @@ public final class DecoderModel: @unchecked Sendable {
         }
 
         let prediction = experts?.wantsPrediction ?? .none
+        let observer = routingObserver
+        observer?.beginBatch(tokens: tokens, positions: cache.count..<(cache.count + n))
+        // The cross-layer gate's prediction for the layer about to run, made at the layer
+        // before (kept only for the observer).
+        var carried: GatePrediction?
         for (l, layer) in layers.enumerated() {
             if prediction == .sameLayer, case let .experts(moe) = layer.feedForward {
                 let predicted = moe.predict(x, tokens: n, hidden: h, norm: layer.feedForwardNorm,
                                             epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
-                experts?.hint(layer: l, experts: predicted)
+                experts?.hint(layer: l, experts: predicted.ranked)
             }
             for i in 0..<n {
                 VectorMath.rmsNorm(x + i * h, weight: layer.attentionNorm, count: h,
@@ -116,26 +124,32 @@ public final class DecoderModel: @unchecked Sendable {
                 VectorMath.rmsNorm(x + i * h, weight: layer.feedForwardNorm, count: h,
                                    epsilon: hyperParameters.rmsEpsilon, into: normed + i * h)
             }
+            let predictedHere = carried
+            carried = nil
             switch layer.feedForward {
             case let .dense(ffn):
                 ffn.forward(normed, tokens: n, workspace: workspace, pool: pool, out: blockOut)
             case let .experts(moe):
                 guard let experts else { throw .file("MoE layer \(l) has no expert provider") }
-                if case let .ahead(depth) = prediction {
-                    // Predict the coming layers' experts from this layer's hidden state, so
-                    // their reads overlap this layer's expert compute (and the layers between).
-                    for ahead in (l + 1)..<min(l + 1 + depth, layers.count) {
-                        guard case let .experts(next) = layers[ahead].feedForward else { continue }
-                        let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[ahead].feedForwardNorm,
-                                                     epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
-                        experts.hint(layer: ahead, experts: predicted)
-                    }
+                // Predict the coming layers' experts from this layer's hidden state, so their
+                // reads overlap this layer's expert compute (and the layers between); the next
+                // layer's prediction is also what a routing observer records.
+                var depth = observer != nil ? 1 : 0
+                if case let .ahead(d) = prediction { depth = max(d, depth) }
+                for ahead in (l + 1)..<min(l + 1 + depth, layers.count) {
+                    guard case let .experts(next) = layers[ahead].feedForward else { continue }
+                    let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[ahead].feedForwardNorm,
+                                                 epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
+                    if case .ahead = prediction { experts.hint(layer: ahead, experts: predicted.ranked) }
+                    if observer != nil && ahead == l + 1 { carried = predicted }
                 }
-                try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,
-                                pool: pool, out: blockOut)
+                let routes = try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,
+                                             pool: pool, out: blockOut)
+                observer?.didRoute(layer: l, routes: routes, prediction: predictedHere)
             }
             VectorMath.add(blockOut, into: x, count: n * h)
         }
+        try observer?.endBatch()
         cache.count += n
 
         let rows: Range<Int>

@@ -100,7 +100,7 @@ struct Bench: ParsableCommand {
             if let d { print(String(format: "decode  %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", generatedTokens, d, decodeRates.min()!, decodeRates.max()!)) }
             print("peak memory: \(formatBytes(peak))")
         }
-        options.printExpertStats(model)
+        try options.finish(model)
     }
 }
 

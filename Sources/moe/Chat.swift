@@ -101,6 +101,7 @@ struct Chat: ParsableCommand {
                 options.printExpertStats(conversation.session.model)
             }
         }
+        try options.closeRecording(model)
     }
 
     /// Runs a slash command; false means quit.

@@ -51,6 +51,6 @@ struct Generate: ParsableCommand {
         printError(String(format: "prompt: %d tokens, %.1f tokens/s | generation: %d tokens, %.1f tokens/s | peak memory %@",
                           stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens,
                           stats.generationTokensPerSecond, formatBytes(stats.peakResidentBytes)))
-        options.printExpertStats(model)
+        try options.finish(model)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import GGUF
 import Storage
+import Trace
 import Models
 import Tokenizer
 
@@ -41,6 +42,9 @@ func runReporting<T>(_ body: () throws -> T) throws -> T {
         throw ExitCode.failure
     } catch let e as TokenizerError {
         printError("error: \(e)")
+        throw ExitCode.failure
+    } catch let e as RoutingRecordError {
+        printError("error: \(e.description)")
         throw ExitCode.failure
     }
 }

@@ -53,6 +53,7 @@ struct Logits: ParsableCommand {
             out += "]"
         }
         out += "], \"greedy\": [" + greedyIds.map(String.init).joined(separator: ", ") + "]}"
+        try options.closeRecording(model)
         print(out)
     }
 }

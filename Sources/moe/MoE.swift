@@ -6,7 +6,8 @@ struct MoE: ParsableCommand {
         commandName: "moe",
         abstract: "Mixture-of-Experts inference runtime for models larger than memory.",
         version: "0.1.0",
-        subcommands: [Inspect.self, Tokenize.self, Logits.self, Generate.self, Chat.self, Perplexity.self, Bench.self, Pack.self]
+        subcommands: [Inspect.self, Tokenize.self, Logits.self, Generate.self, Chat.self, Perplexity.self, Bench.self, Pack.self,
+                      TraceCommand.self]
     )
 }
 

@@ -6,6 +6,7 @@ import GGUF
 import Kernels
 import Models
 import Storage
+import Trace
 
 /// Options shared by every command that runs a model.
 struct ModelOptions: ParsableArguments {
@@ -21,6 +22,7 @@ struct ModelOptions: ParsableArguments {
 
     @OptionGroup var storage: StorageOptions
     @OptionGroup var offload: OffloadingOptions
+    @OptionGroup var recording: RecordingOptions
 
     func validate() throws {
         if let threads, threads < 1 || threads > 512 { throw ValidationError("--threads must be between 1 and 512") }
@@ -65,6 +67,13 @@ struct ModelOptions: ParsableArguments {
         }
         bar?.finish()
         bar = nil
+        if let file = recording.recordRouting {
+            if model.hyperParameters.isMoE {
+                model.routingObserver = try runReporting { try RoutingRecorder(path: file, model: model, modelFile: path) }
+            } else {
+                printError("note: \(path) has no routed experts; --record-routing is ignored")
+            }
+        }
         guard let provider = offloaded else {
             if settings.explicitBudget && !model.hyperParameters.isMoE {
                 printError("note: \(path) has no routed experts; --expert-memory is ignored")
@@ -93,6 +102,20 @@ struct ModelOptions: ParsableArguments {
     func printExpertStats(_ model: DecoderModel) {
         guard offload.stats, let provider = model.experts as? OffloadedExpertProvider else { return }
         printError(provider.stats.report())
+    }
+
+    /// At the end of a run: closes the routing record (an error if its last writes fail),
+    /// then prints the expert figures.
+    func finish(_ model: DecoderModel) throws {
+        try closeRecording(model)
+        printExpertStats(model)
+    }
+
+    /// Writes the rest of the `--record-routing` file and closes it.
+    func closeRecording(_ model: DecoderModel) throws {
+        guard let recorder = model.routingObserver as? RoutingRecorder else { return }
+        model.routingObserver = nil
+        try runReporting { try recorder.close() }
     }
 
     func session(_ model: DecoderModel) -> Session {
@@ -133,6 +156,14 @@ struct SamplingOptions: ParsableArguments {
         p.seed = seed ?? UInt64(truncatingIfNeeded: ContinuousClock.now.hashValue) ^ 0x5DEECE66D
         return p
     }
+}
+
+/// `--record-routing`, accepted by every command that runs a model.
+struct RecordingOptions: ParsableArguments {
+    @Option(name: .customLong("record-routing"),
+            help: ArgumentHelp("Write every token's routing (experts and weights per MoE layer, and the cross-layer gate's prediction) to this JSON Lines file.",
+                               valueName: "file"))
+    var recordRouting: String?
 }
 
 /// Expert offloading flags, accepted by every command that runs a model.

@@ -139,7 +139,7 @@ struct Perplexity: ParsableCommand {
                 print("saved base:     \(writer.positionsWritten) positions to \(writer.path) (\(formatBytes(writer.header.fileBytes)))")
             }
         }
-        options.printExpertStats(model)
+        try options.finish(model)
     }
 
     func report(_ kl: KLDivergenceSummary, base: LogProbabilityFile.Reader, perplexity: Double) -> String {

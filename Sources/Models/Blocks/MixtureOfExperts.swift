@@ -38,7 +38,7 @@ public struct MixtureOfExperts: @unchecked Sendable {
     }
 
     /// The experts and weights chosen for one token.
-    public struct Route {
+    public struct Route: Sendable, Equatable {
         public var experts: [Int]
         public var weights: [Float]
     }
@@ -78,40 +78,43 @@ public struct MixtureOfExperts: @unchecked Sendable {
 
     /// Fate's cross-layer gate: this layer's router applied to an earlier layer's hidden
     /// state `x` (tokens × hidden, before this layer's norm, which is applied here with
-    /// `norm`), predicting which experts this layer will select. Returns every expert any
-    /// token would pick in its top k, the most popular first (ties: higher summed probability).
+    /// `norm`), predicting which experts this layer will select, token by token.
     func predict(_ x: UnsafePointer<Float>, tokens: Int, hidden: Int, norm: UnsafePointer<Float>, epsilon: Float,
-                 workspace: Workspace, pool: ThreadPool) -> [Int] {
+                 workspace: Workspace, pool: ThreadPool) -> GatePrediction {
         let normed = workspace.floats(Slot.predictionInput, count: tokens * hidden)
         for t in 0..<tokens {
             VectorMath.rmsNorm(x + t * hidden, weight: norm, count: hidden, epsilon: epsilon, into: normed + t * hidden)
         }
         let logits = workspace.floats(Slot.predictionLogits, count: tokens * expertCount)
         MatMul.multiply(router, input: normed, tokens: tokens, output: logits, pool: pool)
-        var votes = [Int](repeating: 0, count: expertCount)
-        var mass = [Float](repeating: 0, count: expertCount)
+        var experts: [Int] = []
+        experts.reserveCapacity(tokens * expertsPerToken)
         var order = [Int](repeating: 0, count: expertCount)
         for t in 0..<tokens {
             let p = logits + t * expertCount
             VectorMath.softmax(p, count: expertCount)
-            for i in 0..<expertCount { order[i] = i; mass[i] += p[i] }
+            for i in 0..<expertCount { order[i] = i }
+            // The router's own selection (partial selection sort, ties to the lower id).
             for s in 0..<expertsPerToken {
                 var best = s
                 for i in (s + 1)..<expertCount where p[order[i]] > p[order[best]] { best = i }
                 order.swapAt(s, best)
-                votes[order[s]] += 1
+                experts.append(order[s])
             }
         }
-        return (0..<expertCount).filter { votes[$0] > 0 }
-            .sorted { votes[$0] != votes[$1] ? votes[$0] > votes[$1] : mass[$0] > mass[$1] }
+        let probabilities = Array(UnsafeBufferPointer(start: logits, count: tokens * expertCount))
+        return GatePrediction(layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
+                              experts: experts, probabilities: probabilities)
     }
 
     /// Computes the layer for `tokens` tokens of normalized input `x`, writing `out`
     /// (tokens × hidden). Experts come from `provider`, in groups as they become ready; each
     /// expert's result lands in its own rows, so the sum below does not depend on the order
     /// or grouping in which the provider delivers them.
+    /// Returns the routes it took (observers of the routing get them).
+    @discardableResult
     func forward(_ x: UnsafePointer<Float>, tokens: Int, hidden: Int, provider: ExpertProvider,
-                 workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) throws(ModelError) {
+                 workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) throws(ModelError) -> [Route] {
         let routes = route(x, tokens: tokens, workspace: workspace, pool: pool)
 
         // Group tokens by expert so each expert's weights are streamed once per batch.
@@ -192,6 +195,7 @@ public struct MixtureOfExperts: @unchecked Sendable {
                 VectorMath.addScaled(s + t * hidden, scale: gateValue, into: out + t * hidden, count: hidden)
             }
         }
+        return routes
     }
 }
 
