@@ -19,6 +19,8 @@ public struct OffloadOptions: Sendable {
     /// benchmark model the gate's recall is ~70%, and the wasted reads cost more than the
     /// hits save.
     public var prefetch: PrefetchMode = .none
+    /// Routing records (`--record-routing`) that seed `--prefetch path`'s statistics.
+    public var pathRecords: String?
     public var decision: OffloadDecision = .always
     /// Precision fallback: compute missing experts whose routing weight is below this from
     /// a low-precision copy (nil: off, unless `fallbackType` is set, which implies 1/k).
@@ -51,6 +53,10 @@ public enum PrefetchMode: String, Sendable, CaseIterable {
     /// The cross-layer gate with HOBBIT's adaptive look-ahead: as many layers ahead, and as
     /// many candidates per layer, as the measured read and compute times call for.
     case adaptive
+    /// The adaptive gate's probabilities mixed with routing-path statistics (ExpertFlow):
+    /// how often each expert of the next layer followed the experts this layer chose,
+    /// learned while running and optionally seeded from routing records.
+    case path
     /// Each layer's own norm and router on its input, before its attention.
     case near
 }
@@ -131,11 +137,13 @@ public enum OffloadedModel {
                                         bytesPerPrecision: layout.precisions.indices.map { layout.expertBytes(precision: $0) })
             context.lowPrecisionCapacity = classes.count > 1 ? classes[1].count : 0
             let policy = ExpertPolicies.make(options.policy, context: context)!
+            let pathPredictor = options.prefetch == .path ? try pathStatistics(options.pathRecords, layout: layout) : nil
             do {
                 let pool = try ExpertPool(classes: classes, numaNode: node)
                 let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage,
                                                     fallback: fallback)
                 p.prefetch = options.prefetch
+                p.pathPredictor = pathPredictor
                 if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
                 provider = p
                 return p
@@ -144,6 +152,19 @@ public enum OffloadedModel {
             }
         }
         return (model, provider)
+    }
+
+    /// Routing-path statistics for `--prefetch path`: empty, or seeded from routing records
+    /// of the same model.
+    static func pathStatistics(_ records: String?, layout: ExpertLayout) throws(ModelError) -> RoutingPathPredictor {
+        guard let records else { return RoutingPathPredictor(expertCount: layout.expertCount, moeLayers: layout.layers) }
+        let seeded: RoutingPathPredictor
+        do { seeded = try RoutingPathPredictor(recordFile: records) } catch { throw .file("\(records): \(error)") }
+        guard seeded.expertCount == layout.expertCount, seeded.moeLayers == layout.layers else {
+            throw .file("\(records) records another model's routing (\(seeded.expertCount) experts in MoE layers "
+                        + "\(seeded.moeLayers), not \(layout.expertCount) in \(layout.layers))")
+        }
+        return seeded
     }
 
     /// The fallback `options` ask for, checked against the file's low-precision copies.

@@ -110,7 +110,7 @@ public final class DecoderModel: @unchecked Sendable {
             if prediction == .sameLayer, case let .experts(moe) = layer.feedForward {
                 let predicted = moe.predict(x, tokens: n, hidden: h, norm: layer.feedForwardNorm,
                                             epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
-                experts?.hint(layer: l, experts: predicted.ranked)
+                experts?.hint(predicted)
             }
             for i in 0..<n {
                 VectorMath.rmsNorm(x + i * h, weight: layer.attentionNorm, count: h,
@@ -140,7 +140,7 @@ public final class DecoderModel: @unchecked Sendable {
                     guard case let .experts(next) = layers[ahead].feedForward else { continue }
                     let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[ahead].feedForwardNorm,
                                                  epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
-                    if case .ahead = prediction { experts.hint(layer: ahead, experts: predicted.ranked) }
+                    if case .ahead = prediction { experts.hint(predicted) }
                     if observer != nil && ahead == l + 1 { carried = predicted }
                 }
                 let routes = try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,

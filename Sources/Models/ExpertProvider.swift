@@ -35,8 +35,10 @@ public protocol ExpertProvider: AnyObject {
     /// it and passes it to `hint`.
     var wantsPrediction: ExpertPrediction { get }
 
-    /// The experts `layer` will probably select, most likely first.
-    func hint(layer: Int, experts: [Int])
+    /// What the cross-layer gate predicts for `prediction.layer` (every token's top k and
+    /// probabilities); the provider ranks the candidates (`prediction.ranked`, or mixed with
+    /// statistics of its own) and reads ahead as it sees fit.
+    func hint(_ prediction: GatePrediction)
 }
 
 /// When the model predicts a MoE layer's experts for the provider.
@@ -55,7 +57,7 @@ public enum ExpertPrediction: Sendable, Equatable {
 extension ExpertProvider {
     public func beginBatch(tokens: Int) {}
     public var wantsPrediction: ExpertPrediction { .none }
-    public func hint(layer: Int, experts: [Int]) {}
+    public func hint(_ prediction: GatePrediction) {}
 }
 
 /// Every expert already in memory (the whole file was read): one group, no waiting.

@@ -183,8 +183,12 @@ struct OffloadingOptions: ParsableArguments {
     var cpus: String?
 
     @Option(name: .customLong("prefetch"),
-            help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); adaptive (the gate, as many layers ahead and as many candidates as measured read and compute times call for, as in HOBBIT); near (each layer's router on its input, before its attention).")
+            help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); adaptive (the gate, as many layers ahead and as many candidates as measured read and compute times call for, as in HOBBIT); path (adaptive, with the gate mixed with routing-path statistics, as in ExpertFlow); near (each layer's router on its input, before its attention).")
     var prefetch: String = PrefetchMode.none.rawValue
+
+    @Option(name: .customLong("path-records"),
+            help: ArgumentHelp("Routing records (--record-routing) of the same model that seed --prefetch path's statistics.", valueName: "FILE"))
+    var pathRecords: String?
 
     @Option(name: .customLong("fallback-threshold"),
             help: "Precision fallback: a missing expert whose routing weight is below this is computed from its low-precision copy (needs a pack made with --low-precision; default 1/k when --fallback-type is given).")
@@ -223,6 +227,10 @@ struct OffloadingOptions: ParsableArguments {
             throw ValidationError("unknown --prefetch '\(prefetch)' (one of \(PrefetchMode.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         o.prefetch = mode
+        if pathRecords != nil && mode != .path {
+            throw ValidationError("--path-records seeds --prefetch path; it means nothing with --prefetch \(mode.rawValue)")
+        }
+        o.pathRecords = pathRecords
         if let numaNode, numaNode < 0 { throw ValidationError("--numa-node must be ≥ 0") }
         o.numaNode = numaNode
         o.contextLength = contextLength

@@ -61,6 +61,27 @@ struct TraceCLITests {
         #expect(lines.count == 1 + 2 * 6 * 3)
     }
 
+    @Test func recordsSeedThePathPrefetchOfTheSameModelOnly() throws {
+        let file = temporaryFile("seed.jsonl")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let model = cli.model("tiny-qwen3moe.q8_0.gguf")
+        let record = try cli.run(["generate", "-m", model, "-p", "Once upon a time", "-n", "8", "--temp", "0", "--record-routing", file])
+        #expect(record.status == 0, "\(record.stderr)")
+        let resident = try cli.run(["generate", "-m", model, "-p", "Hello", "-n", "6", "--temp", "0"])
+        let seeded = try cli.run(["generate", "-m", model, "-p", "Hello", "-n", "6", "--temp", "0", "--expert-memory", "2M",
+                                  "--prefetch", "path", "--path-records", file, "--stats"])
+        #expect(seeded.status == 0, "\(seeded.stderr)")
+        #expect(seeded.stdout == resident.stdout)
+        #expect(seeded.stderr.contains("prediction: recall "), "\(seeded.stderr)")
+        let other = try cli.run(["generate", "-m", cli.model("tiny-olmoe.q8_0.gguf"), "-p", "Hello", "-n", "2",
+                                 "--expert-memory", "2M", "--prefetch", "path", "--path-records", file])
+        #expect(other.status == 1)
+        #expect(other.stderr.contains("records another model's routing"), "\(other.stderr)")
+        let unused = try cli.run(["generate", "-m", model, "-p", "Hi", "-n", "1", "--path-records", file])
+        #expect(unused.status != 0)
+        #expect(unused.stderr.contains("--path-records seeds --prefetch path"), "\(unused.stderr)")
+    }
+
     @Test func denseModelsRecordNothingWithANote() throws {
         let file = temporaryFile("dense.jsonl")
         let r = try cli.run(["generate", "-m", cli.model("tiny-qwen3.q8_0.gguf"), "-p", "Hi", "-n", "2", "--record-routing", file])

@@ -71,7 +71,7 @@ struct OffloadingTests {
         for slots in Set([k, k + 1, all / 2, all]).sorted() {
             for policy in ExpertPolicies.names {
                 // Each read-ahead mode with some policies.
-                let prefetch: PrefetchMode = policy == "lfu" ? .none : policy == "hobbit" ? .near : policy == "fate" ? .adaptive : .gate
+                let prefetch: PrefetchMode = ["lfu": .none, "hobbit": .near, "fate": .adaptive, "lru": .path][policy] ?? .gate
                 let (model, provider) = try offloaded(path, slots: slots, policy: policy, prefetch: prefetch)
                 #expect(provider.pool.slotCount == slots)
                 let got = try scriptLogits(model, pool: Self.pool)

@@ -22,7 +22,7 @@ final class SpyProvider: ExpertProvider {
 
     func beginBatch(tokens: Int) { batch += 1 }
 
-    func hint(layer: Int, experts: [Int]) { hints[[batch, layer]] = experts }
+    func hint(_ prediction: GatePrediction) { hints[[batch, prediction.layer]] = prediction.ranked }
 
     func withExperts(layer: Int, experts: [Int], importance: [Float],
                      compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError) {
