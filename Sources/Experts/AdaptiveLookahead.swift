@@ -8,6 +8,10 @@
 /// - Candidates: when the disk would otherwise idle during a layer, the next-ranked
 ///   predictions are read too (up to twice the experts per token), trading spare disk time
 ///   for recall.
+/// - Confidence: a prefetch that is never used costs a read and evicts an expert that might
+///   have been. While fewer than `targetUsefulness` of the prefetches get used, only
+///   candidates the gate gives at least `minimumProbability` are read; the bar rises while
+///   prefetches are wasted and falls while they are used.
 ///
 /// Figures are exponential moving averages, so the choice follows the run as it changes
 /// (a warm pool misses less; a busy disk reads slower).
@@ -21,6 +25,11 @@ public struct AdaptiveLookahead: Sendable {
     public private(set) var readsPerLayer: Double?
     /// Weight of a new measurement.
     static let smoothing = 0.2
+    /// Share of prefetches used (EMA), nil before any was judged.
+    public private(set) var usefulness: Double?
+    /// Gate probability a candidate needs to be read.
+    public private(set) var minimumProbability: Float = 0
+    public var targetUsefulness = 0.8
 
     public init() {}
 
@@ -37,6 +46,19 @@ public struct AdaptiveLookahead: Sendable {
         readsPerLayer = Self.blend(readsPerLayer, Double(expertsRead) / Double(layers))
         if expertsRead > 0, readSeconds > 0 {
             expertReadSeconds = Self.blend(expertReadSeconds, readSeconds / Double(expertsRead))
+        }
+    }
+
+    /// One forward pass's prefetches judged: `used` were asked for, `wasted` were evicted
+    /// unused.
+    public mutating func record(prefetchesUsed used: Int, wasted: Int) {
+        guard used + wasted > 0 else { return }
+        let u = Self.blend(usefulness, Double(used) / Double(used + wasted))
+        usefulness = u
+        if u < targetUsefulness {
+            minimumProbability = min(max(minimumProbability * 1.25, 0.01), 0.5)
+        } else if u > targetUsefulness + 0.1 {
+            minimumProbability = minimumProbability < 0.005 ? 0 : minimumProbability * 0.8
         }
     }
 

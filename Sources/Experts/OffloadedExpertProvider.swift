@@ -123,8 +123,10 @@ public final class OffloadedExpertProvider: ExpertProvider {
             lookahead.record(layers: pass.layers, computeSeconds: (last - first).seconds - (stats.stallSeconds - pass.stallAtStart),
                              expertsRead: stats.expertsRead - pass.readsAtStart,
                              readSeconds: stats.readBusySeconds - pass.readBusyAtStart)
+            lookahead.record(prefetchesUsed: stats.prefetchesUsed - pass.usedAtStart, wasted: stats.prefetchesWasted - pass.wastedAtStart)
         }
-        pass = Pass(stallAtStart: stats.stallSeconds, readsAtStart: stats.expertsRead, readBusyAtStart: stats.readBusySeconds)
+        pass = Pass(stallAtStart: stats.stallSeconds, readsAtStart: stats.expertsRead, readBusyAtStart: stats.readBusySeconds,
+                    usedAtStart: stats.prefetchesUsed, wastedAtStart: stats.prefetchesWasted)
         stats.tokens += tokens
         batchTokens = tokens
         versionChecked = false
@@ -136,6 +138,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
         var stallAtStart = 0.0
         var readsAtStart = 0
         var readBusyAtStart = 0.0
+        var usedAtStart = 0
+        var wastedAtStart = 0
         var layers = 0
         var firstEntry: ContinuousClock.Instant?
         var lastExit: ContinuousClock.Instant?
@@ -203,15 +207,22 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// the gate's probability, mixed with the path statistics given the experts the current
     /// layer chose when that layer is the one before. A batch: the experts its tokens
     /// predict, the most popular first.
+    /// With `--prefetch adaptive` or `path`, only candidates at or above the look-ahead's
+    /// confidence bar.
     func ranking(_ prediction: GatePrediction, current layer: Int, experts: [Int]?) -> [Int] {
         guard prediction.tokens == 1 else { return prediction.ranked }
-        let gate = Array(prediction.probabilities(token: 0))
+        var scores = Array(prediction.probabilities(token: 0))
         if let path = pathPredictor, let experts, let i = layout.layers.firstIndex(of: layer),
            i + 1 < layout.layers.count, layout.layers[i + 1] == prediction.layer {
-            return RoutingPathPredictor.rank(gate: gate, path: path.scores(nextLayer: prediction.layer, given: experts),
-                                             weight: pathWeight)
+            let statistics = path.scores(nextLayer: prediction.layer, given: experts)
+            scores = zip(scores, statistics).map { (1 - pathWeight) * $0 + pathWeight * $1 }
         }
-        return gate.indices.sorted { gate[$0] != gate[$1] ? gate[$0] > gate[$1] : $0 < $1 }
+        var ranked = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        if prefetch == .adaptive || prefetch == .path {
+            let bar = lookahead.minimumProbability
+            ranked = ranked.filter { scores[$0] >= bar }
+        }
+        return ranked
     }
 
     public func withExperts(layer: Int, experts: [Int], importance: [Float],

@@ -32,4 +32,19 @@ struct AdaptiveLookaheadTests {
         #expect(a.candidates(k: 8, expertCount: 64) == 15)
         #expect(a.candidates(k: 6, expertCount: 8) == 8)
     }
+
+    @Test("wasted prefetches raise the confidence bar; used ones lower it back to zero")
+    func confidenceFollowsUsefulness() {
+        var a = AdaptiveLookahead()
+        #expect(a.minimumProbability == 0)
+        for _ in 0..<10 { a.record(prefetchesUsed: 1, wasted: 9) }
+        let raised = a.minimumProbability
+        #expect(raised > 0.01 && raised <= 0.5)
+        #expect(a.usefulness! < a.targetUsefulness)
+        for _ in 0..<200 { a.record(prefetchesUsed: 10, wasted: 0) }
+        #expect(a.minimumProbability == 0)
+        // Nothing judged: nothing changes.
+        a.record(prefetchesUsed: 0, wasted: 0)
+        #expect(a.minimumProbability == 0)
+    }
 }
