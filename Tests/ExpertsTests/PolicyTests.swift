@@ -134,6 +134,49 @@ struct PolicyTests {
         #expect(perLayer == (0..<4).map { q[$0]! }, "resident per layer \(perLayer), quotas \(q)")
     }
 
+    @Test("with copies in their own slots, every policy keeps both precisions' books and evicts within the right class",
+          arguments: ExpertPolicies.names)
+    func bothPrecisions(_ name: String) throws {
+        // 6 full-precision slots and 4 for copies, as the provider sizes them with fallback.
+        let capacity = [6, 4]
+        var context = PolicyContext(capacity: 10, layerCount: 4, expertLayers: Array(0..<4), expertsPerLayer: 16,
+                                    expertsPerToken: 2, bytesPerPrecision: [1000, 300])
+        context.lowPrecisionCapacity = 4
+        let policy = try #require(ExpertPolicies.make(name, context: context))
+        var resident = Set<ExpertKey>()
+        var rng = SplitMix64(seed: 5)
+        var inserted = [0, 0]
+        for _ in 0..<600 {
+            let layer = Int(rng.next() % 4)
+            let a = Int(rng.next() % 16), b = (a + 1 + Int(rng.next() % 15)) % 16
+            // The second expert of each token falls back half of the time.
+            let keys = [key(layer, a), key(layer, b, Int(rng.next() % 2))]
+            var pinned = Set<ExpertKey>()
+            for k in keys {
+                if resident.contains(k) {
+                    policy.didHit(k)
+                } else {
+                    policy.didMiss(k)
+                    let c = k.precision == 0 ? 0 : 1
+                    if resident.filter({ ($0.precision == 0 ? 0 : 1) == c }).count == capacity[c] {
+                        let v = try #require(policy.victim(for: k) { !pinned.contains($0) && ($0.precision == 0 ? 0 : 1) == c },
+                                             "\(name): no victim of class \(c)")
+                        #expect(resident.contains(v) && (v.precision == 0 ? 0 : 1) == c, "\(name): victim \(v) for \(k)")
+                        resident.remove(v)
+                        policy.didRemove(v)
+                    }
+                    resident.insert(k)
+                    policy.didInsert(k)
+                    inserted[c] += 1
+                }
+                pinned.insert(k)
+            }
+        }
+        #expect(resident.filter { $0.precision == 0 }.count == capacity[0])
+        #expect(resident.filter { $0.precision > 0 }.count == capacity[1])
+        #expect(inserted[0] > capacity[0] && inserted[1] > capacity[1], "both classes turned over: \(inserted)")
+    }
+
     @Test("Fate keeps the low-precision copies of the most popular experts, apart from the layer quotas")
     func fateCopiesByPopularity() {
         var context = PolicyContext(capacity: 10, layerCount: 2, expertLayers: [0, 1], expertsPerLayer: 8,
