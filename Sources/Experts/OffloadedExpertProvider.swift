@@ -344,28 +344,42 @@ public final class OffloadedExpertProvider: ExpertProvider {
         guard !pendingHints.isEmpty else { return }
         let limit = prefetchLimit
         let hints = pendingHints.filter { $0.key > layer }.sorted { $0.key < $1.key }.map { l, prediction in
-            (l, Array(ranking(prediction, current: layer, experts: current).prefix(limit)))
+            (l, prediction, Array(ranking(prediction, current: layer, experts: current).prefix(limit)))
         }
         pendingHints.removeAll()
         // Recall and precision are scored on what is read: a token's worth, or the adaptive
         // candidates.
-        for (l, experts) in hints {
+        for (l, _, experts) in hints {
             stats.recordHint(layer: l, experts: Array(experts.prefix(batchTokens > 1 ? layout.expertsPerToken : limit)))
         }
-        var named = Set<ExpertKey>()
-        for (l, experts) in hints { for e in experts { named.insert(ExpertKey(layer: l, expert: e)) } }
+        let keys = hints.map { l, prediction, experts in experts.map { prefetchKey(layer: l, expert: $0, prediction) } }
+        let named = Set(keys.joined())
         var requests: [ReadRequest] = []
-        reading: for (l, experts) in hints {
-            for e in experts {
-                let key = ExpertKey(layer: l, expert: e)
-                if slotOf[key] != nil || loadingSlot[key] != nil { continue }
-                guard let slot = claimSlot(for: key, sparing: named) else { break reading }
-                beginLoad(key, into: slot, consumer: nil, requests: &requests)
-                unusedPrefetches.insert(key)
-                stats.prefetchesIssued += 1
-            }
+        reading: for key in keys.joined() {
+            if slotOf[key] != nil || loadingSlot[key] != nil { continue }
+            guard let slot = claimSlot(for: key, sparing: named) else { break reading }
+            beginLoad(key, into: slot, consumer: nil, requests: &requests)
+            unusedPrefetches.insert(key)
+            stats.prefetchesIssued += 1
         }
         try submit(requests)
+    }
+
+    /// The copy of a predicted expert to read ahead: the one the layer will ask for. With
+    /// fallback, that is the low-precision copy when the expert is not resident at full
+    /// precision and its expected importance (the largest, over the batch's tokens, of its
+    /// gate probability over the token's top k's) is below the threshold.
+    private func prefetchKey(layer: Int, expert: Int, _ prediction: GatePrediction) -> ExpertKey {
+        var key = ExpertKey(layer: layer, expert: expert)
+        guard let fallback, slotOf[key] == nil, loadingSlot[key] == nil else { return key }
+        var importance: Float = 0
+        for t in 0..<prediction.tokens {
+            let p = prediction.probabilities(token: t)
+            let top = p.sorted(by: >).prefix(layout.expertsPerToken).reduce(0, +)
+            if top > 0 { importance = max(importance, p[p.startIndex + expert] / top) }
+        }
+        if importance < fallback.threshold { key.precision = fallback.precision }
+        return key
     }
 
     private func beginLoad(_ key: ExpertKey, into slot: Int, consumer: Int?, requests: inout [ReadRequest]) {

@@ -74,6 +74,22 @@ struct FallbackTests {
         }
     }
 
+    @Test("read-ahead with fallback reads the copies the layers then use, and the results stay exact",
+          arguments: [PrefetchMode.gate, .adaptive, .near])
+    func readAheadWithFallback(_ prefetch: PrefetchMode) throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let pack = try makePack(Self.name, in: dir, lowPrecisions: [.q4_0])
+        let expected = try scriptLogits(try residentAtPrecision(pack, precision: 1), pool: Self.pool)
+        let (model, provider) = try withFallback(pack, budget: 8 << 20, threshold: 2, prefetch: prefetch)
+        let got = try scriptLogits(model, pool: Self.pool)
+        #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(prefetch)")
+        let s = provider.stats
+        #expect(s.prefetchesIssued > 0)
+        // Every byte read, prefetched or not, was a low-precision copy: nothing asked for the rest.
+        #expect(s.lowPrecisionBytesRead == s.bytesRead, "\(prefetch): \(s.lowPrecisionBytesRead) of \(s.bytesRead)")
+    }
+
     @Test("a zero threshold never falls back: logits are bit-identical to the full-precision run")
     func zeroThreshold() throws {
         let dir = try TemporaryDirectory()
