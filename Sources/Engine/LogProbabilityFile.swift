@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 import Kernels
 import Models
 #if canImport(Glibc)
@@ -137,9 +138,9 @@ public enum LogProbabilityFile {
         public let path: String
         public let header: Header
         /// Where the records go until `commit()`: `path.tmp-PID`.
-        public let temporaryPath: String
+        public var temporaryPath: String { file.temporaryPath }
         public private(set) var positionsWritten = 0
-        private var fd: Int32
+        private let file: AtomicFileWriter
         private var crc = CRC32()
         private var buffer: [UInt8] = []
         private var committed = false
@@ -148,10 +149,9 @@ public enum LogProbabilityFile {
         public init(path: String, header: Header) throws(LogProbabilityFileError) {
             self.path = path
             self.header = header
-            temporaryPath = path + ".tmp-\(getpid())"
-            fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else {
-                throw LogProbabilityFileError(path: path, problem: .cannotCreate(temporaryPath, errnoText(errno)))
+            do { file = try AtomicFileWriter(path: path) } catch {
+                throw LogProbabilityFileError(path: path, problem: .cannotCreate(AtomicFileWriter.temporaryPath(for: path),
+                                                                                  error.description))
             }
             buffer.reserveCapacity(Self.flushBytes + header.recordBytes)
             buffer += header.encoded()
@@ -205,46 +205,26 @@ public enum LogProbabilityFile {
             let sum = crc.value.littleEndian
             buffer = withUnsafeBytes(of: sum) { Array($0) }
             try flush(updatingChecksum: false)
-            guard fsync(fd) == 0 else { throw LogProbabilityFileError(path: path, problem: .writeFailed("fsync: " + errnoText(errno))) }
-            guard close(fd) == 0 else {
-                fd = -1
-                throw LogProbabilityFileError(path: path, problem: .writeFailed("close: " + errnoText(errno)))
-            }
-            fd = -1
-            guard rename(temporaryPath, path) == 0 else {
-                throw LogProbabilityFileError(path: path, problem: .writeFailed("rename from \(temporaryPath): " + errnoText(errno)))
+            do { try file.commit() } catch {
+                throw LogProbabilityFileError(path: path, problem: .writeFailed(error.description))
             }
             committed = true
-            // Make the rename itself durable.
-            let directory = (path as NSString).deletingLastPathComponent
-            let dfd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if dfd >= 0 { _ = fsync(dfd); close(dfd) }
         }
 
         /// Closes and removes the temporary file (nothing is left behind; `path` is untouched).
         public func discard() {
             guard !committed else { return }
-            if fd >= 0 { close(fd); fd = -1 }
-            unlink(temporaryPath)
+            file.discard()
         }
 
         private func flush(updatingChecksum: Bool = true) throws(LogProbabilityFileError) {
-            guard fd >= 0 else { throw LogProbabilityFileError(path: path, problem: .writeFailed("the file is closed")) }
             if updatingChecksum { buffer.withUnsafeBytes { crc.update($0) } }
-            let failure: String? = buffer.withUnsafeBytes { raw in
-                var done = 0
-                while done < raw.count {
-                    let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        return errnoText(errno)
-                    }
-                    done += n
-                }
-                return nil
+            do {
+                try buffer.withUnsafeBytes { try file.write($0) }
+            } catch {
+                throw LogProbabilityFileError(path: path, problem: .writeFailed("\(error)"))
             }
             buffer.removeAll(keepingCapacity: true)
-            if let failure { throw LogProbabilityFileError(path: path, problem: .writeFailed(failure)) }
         }
     }
 

@@ -114,30 +114,17 @@ public struct GGUFWriter {
 
     /// Writes the file atomically to `path`. `progress` receives (bytes written, total).
     public func write(to path: String, progress: ((UInt64, UInt64) -> Void)? = nil) throws {
-        let tmpPath = path + ".tmp-\(getpid())"
-        let fd = Glibc.open(tmpPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw GGUFError(.writeFailed, field: path, offset: 0, "cannot create \(tmpPath): \(errnoDescription(errno))")
-        }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(tmpPath) }
+        let file: AtomicFileWriter
+        do { file = try AtomicFileWriter(path: path) } catch {
+            throw GGUFError(.writeFailed, field: path, offset: 0, error.description)
         }
         let header = headerBytes()
         let a = UInt64(alignment)
         let total = UInt64(header.count) + tensors.reduce(0) { $0 + ($1.byteCount + a - 1) / a * a }
         var written: UInt64 = 0
         func emit(_ buffer: UnsafeRawBufferPointer) throws {
-            var done = 0
-            while done < buffer.count {
-                let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw GGUFError(.writeFailed, field: path, offset: written + UInt64(done),
-                                    "write failed: \(errnoDescription(errno))")
-                }
-                done += n
+            do { try file.write(buffer) } catch {
+                throw GGUFError(.writeFailed, field: path, offset: written, error.description)
             }
             written += UInt64(buffer.count)
             progress?(written, total)
@@ -172,19 +159,10 @@ public struct GGUFWriter {
             let pad = Int((a - t.byteCount % a) % a)
             if pad > 0 { try zeros.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<pad])) } }
         }
-        guard fsync(fd) == 0 else {
-            throw GGUFError(.writeFailed, field: path, offset: written, "fsync failed: \(errnoDescription(errno))")
+        do { try file.commit() } catch {
+            throw GGUFError(.writeFailed, field: path, offset: written, error.description)
         }
-        guard rename(tmpPath, path) == 0 else {
-            throw GGUFError(.writeFailed, field: path, offset: 0, "rename from \(tmpPath) failed: \(errnoDescription(errno))")
-        }
-        ok = true
     }
-}
-
-func errnoDescription(_ e: Int32) -> String {
-    if let s = strerror(e) { return "\(String(cString: s)) (errno \(e))" }
-    return "errno \(e)"
 }
 
 /// Little-endian serialization of GGUF primitives.

@@ -60,6 +60,9 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The io_uring instance itself failed after it was set up (submission, waiting,
     /// buffer registration); per-read failures are `readFailed` instead.
     case ioUringFailed(path: String, operation: String, errno: Int32)
+    /// Writing a file (`AtomicFileWriter`) failed; `operation` names the step ("creating",
+    /// "writing at offset N of", "syncing", ...), read before the path.
+    case writeFailed(path: String, operation: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -71,6 +74,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .unexpectedEndOfFile(path, off, len, size):
             return "\(path) is \(size) bytes; a read of \(len) bytes at offset \(off) runs past its end (file truncated?)"
         case let .invalidRequest(why): return "invalid read request: \(why)"
+        case let .writeFailed(path, operation, e): return "\(operation) \(path) failed: \(errnoText(e))"
         case let .allocationFailed(bytes): return "cannot allocate \(bytes) bytes of aligned memory"
         case let .injected(why): return "injected fault: \(why)"
         case let .ioUringFailed(path, op, e): return "io_uring \(op) for \(path) failed: \(errnoText(e))"

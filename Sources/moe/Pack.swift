@@ -98,15 +98,15 @@ struct Pack: ParsableCommand {
     }
 }
 
-/// `GGUFWriter` (and `LogProbabilityFile.Writer`, for `perplexity --kl-base`) writes to
-/// `OUTPUT.tmp-PID` and renames it at the end; a Ctrl-C in between would leave that file
+/// Files are written through `AtomicFileWriter` (the pack's `GGUFWriter`, `perplexity
+/// --kl-base`): to `OUTPUT.tmp-PID`, renamed at the end; a Ctrl-C in between would leave that file
 /// (as large as the model) behind, so SIGINT and SIGTERM remove it. The path lives in a C
 /// string because the handler may only make async-signal-safe calls.
 nonisolated(unsafe) private var interruptedTemporaryPath: UnsafeMutablePointer<CChar>?
 nonisolated(unsafe) private var previousActions: [Int32: sigaction] = [:]
 
 func removeTemporaryFileOnInterrupt(_ output: String) {
-    interruptedTemporaryPath = strdup(output + ".tmp-\(getpid())")
+    interruptedTemporaryPath = strdup(AtomicFileWriter.temporaryPath(for: output))
     var action = sigaction()
     action.__sigaction_handler.sa_handler = { signal in
         if let path = interruptedTemporaryPath { unlink(path) }
