@@ -8,7 +8,11 @@
 /// On this CPU runtime block tables win:
 /// - the indirection costs one table load per block of 16 positions: attention walks a
 ///   block's rows at a fixed stride, so its inner loop is the same as over contiguous
-///   memory (the reference logits are bit-identical to the contiguous cache's);
+///   memory (the reference logits are bit-identical to the contiguous cache's). Measured
+///   once (4096 positions, 8 KV heads of 128, scattered blocks, one query head's scores):
+///   paged F16 42-69 ns per position and head, contiguous F16 58-62, the old contiguous F32
+///   80-90 (a shared 2-core VM, so noisy): the table costs nothing measurable, halving the
+///   bytes read helps;
 /// - sharing a prefix between sequences and copy-on-write are a reference count and a
 ///   memcpy of one block, where vAttention would need a memfd, one `mmap` per shared page
 ///   per sequence and TLB shootdowns on every remap;
