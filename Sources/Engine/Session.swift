@@ -23,8 +23,7 @@ public final class Session {
         let trained = model.hyperParameters.contextLength
         let capacity = min(contextLength ?? min(trained, 4096), trained)
         if let kvPool {
-            precondition(kvPool.layout == model.kvLayout(blockSize: kvPool.layout.blockSize, type: kvPool.layout.type),
-                         "the KV pool was made for another model")
+            precondition(kvPool.owner == ObjectIdentifier(model), "the KV pool was made for another model")
             cache = kvPool.makeSequence(capacity: capacity)
         } else {
             cache = model.makeCache(capacity: capacity)

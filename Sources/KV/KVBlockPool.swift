@@ -37,6 +37,9 @@
 /// attention threads only read block contents between those calls.
 public final class KVBlockPool: @unchecked Sendable {
     public let layout: KVLayout
+    /// What the keys and values were computed by (the model object), when the maker says:
+    /// a pool serves one model, since its prefix cache keys on tokens alone.
+    public let owner: ObjectIdentifier?
     /// Number of blocks.
     public let capacity: Int
     /// Bytes of block storage (`capacity * layout.blockBytes`).
@@ -69,17 +72,18 @@ public final class KVBlockPool: @unchecked Sendable {
     public static let rootKey: UInt64 = 0xcbf2_9ce4_8422_2325
 
     /// A pool of as many blocks as `memoryBytes` holds.
-    public convenience init(layout: KVLayout, memoryBytes: Int) throws(KVError) {
+    public convenience init(layout: KVLayout, memoryBytes: Int, owner: ObjectIdentifier? = nil) throws(KVError) {
         guard memoryBytes >= layout.blockBytes else {
             throw .memoryTooSmall(bytes: memoryBytes, blockBytes: layout.blockBytes)
         }
-        self.init(layout: layout, blocks: memoryBytes / layout.blockBytes)
+        self.init(layout: layout, blocks: memoryBytes / layout.blockBytes, owner: owner)
     }
 
     /// A pool of `blocks` blocks.
-    public init(layout: KVLayout, blocks: Int) {
+    public init(layout: KVLayout, blocks: Int, owner: ObjectIdentifier? = nil) {
         precondition(blocks > 0)
         self.layout = layout
+        self.owner = owner
         capacity = blocks
         // Large allocations are mmap'd by malloc: untouched blocks take no memory.
         storage = .allocate(byteCount: blocks * layout.blockBytes, alignment: 64)

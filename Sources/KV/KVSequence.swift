@@ -64,7 +64,8 @@ public final class KVSequence: @unchecked Sendable {
     /// into this empty sequence and returns its length; the caller evaluates the rest.
     @discardableResult
     public func reuseCachedPrefix(of tokens: [Int], limit: Int? = nil) -> Int {
-        precondition(count == 0 && tableCount == 0, "prefix reuse starts an empty sequence")
+        precondition(count == 0, "prefix reuse starts an empty sequence")
+        truncate(to: 0)  // blocks a failed batch reserved
         let n = layout.blockSize
         let end = min(tokens.count, limit ?? tokens.count, capacity)
         var parent = KVBlockPool.rootKey

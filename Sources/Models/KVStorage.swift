@@ -28,16 +28,19 @@ extension DecoderModel {
                  blockSize: blockSize, type: type)
     }
 
-    /// A pool of KV blocks within `memoryBytes`, for sequences of this model.
+    /// A pool of KV blocks within `memoryBytes`, for sequences of this model (only: its
+    /// prefix cache holds this model's keys and values).
     public func makeKVPool(memoryBytes: Int, blockSize: Int = 16, type: KVType = .f16) throws(KVError) -> KVBlockPool {
-        try KVBlockPool(layout: kvLayout(blockSize: blockSize, type: type), memoryBytes: memoryBytes)
+        try KVBlockPool(layout: kvLayout(blockSize: blockSize, type: type), memoryBytes: memoryBytes,
+                        owner: ObjectIdentifier(self))
     }
 
     /// A sequence of `capacity` positions with a pool of its own, large enough for them
     /// (plus one block, so a copy-on-write at a full context still finds room).
     public func makeCache(capacity: Int) -> KVSequence {
         let layout = kvLayout()
-        let pool = KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: capacity) + 1)
+        let pool = KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: capacity) + 1,
+                               owner: ObjectIdentifier(self))
         return pool.makeSequence(capacity: capacity)
     }
 }
