@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Kernels", targets: ["Kernels"]),
         .library(name: "Tokenizer", targets: ["Tokenizer"]),
+        .library(name: "KV", targets: ["KV"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "ChatTemplate", targets: ["ChatTemplate"]),
@@ -44,8 +45,12 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelFlags),
         // SentencePiece and byte-level BPE tokenizers built from GGUF metadata.
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
+        // The paged KV manager: a byte-bounded pool of blocks, per-sequence block tables,
+        // reference counts, copy-on-write and prefix caching. Bookkeeping over bytes, so it
+        // depends on nothing; Models encodes rows into it and reads them with its kernels.
+        .target(name: "KV"),
         // Shared transformer blocks and one file per architecture.
-        .target(name: "Models", dependencies: ["Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
+        .target(name: "Models", dependencies: ["KV", "Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
         // Expert offloading: layout of experts in a file (plain GGUF or pack), the NUMA-aware
         // pool, cache policies, the on-demand loader and the packer.
         .target(name: "Experts", dependencies: ["Models", "Trace", "Kernels", "GGUF", "Storage", "CSystem"]),
@@ -53,7 +58,7 @@ let package = Package(
         // recorder that watches a model route; what `moe trace` reads.
         .target(name: "Trace", dependencies: ["Models"]),
         // Sessions, sampling, the generation loop.
-        .target(name: "Engine", dependencies: ["Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate"]),
+        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate"]),
         // The Jinja subset that GGUF chat templates are written in.
         .target(name: "ChatTemplate"),
         .executableTarget(
@@ -80,6 +85,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
         .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage"]),
         .testTarget(name: "TraceTests", dependencies: ["TestSupport", "Trace", "Models", "Experts", "Kernels"]),
+        .testTarget(name: "KVTests", dependencies: ["TestSupport", "KV", "Models", "Engine", "Kernels"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe"]),

@@ -1,21 +1,33 @@
+import KV
 import Kernels
 import Models
 import Tokenizer
 
-/// A model plus the state of one conversation: its KV cache, scratch memory, threads.
+/// A model plus the state of one conversation: its KV sequence, scratch memory, threads.
 public final class Session {
     public let model: DecoderModel
-    public let cache: KVCache
+    /// This conversation's keys and values: a sequence of blocks in a `KVBlockPool`.
+    public let cache: KVSequence
     public let pool: ThreadPool
     private let workspace = Workspace()
     /// Largest batch evaluated at once; longer prompts run in chunks (as llama.cpp's ubatch).
     public var maxBatch = 512
 
-    /// - Parameter contextLength: positions the cache holds (at most the model's own).
-    public init(model: DecoderModel, contextLength: Int? = nil, threads: Int? = nil) {
+    /// - Parameters:
+    ///   - contextLength: positions the cache holds (at most the model's own).
+    ///   - kvPool: where the keys and values live; sessions sharing a pool share cached
+    ///     prefixes (`reuseCachedPrefix`). Default: a pool of the session's own, sized for
+    ///     its context.
+    public init(model: DecoderModel, contextLength: Int? = nil, threads: Int? = nil, kvPool: KVBlockPool? = nil) {
         self.model = model
         let trained = model.hyperParameters.contextLength
-        cache = model.makeCache(capacity: min(contextLength ?? min(trained, 4096), trained))
+        let capacity = min(contextLength ?? min(trained, 4096), trained)
+        if let kvPool {
+            precondition(kvPool.owner == ObjectIdentifier(model), "the KV pool was made for another model")
+            cache = kvPool.makeSequence(capacity: capacity)
+        } else {
+            cache = model.makeCache(capacity: capacity)
+        }
         pool = ThreadPool(threadCount: threads ?? ThreadPool.defaultThreadCount)
     }
 
@@ -24,6 +36,15 @@ public final class Session {
 
     /// Forgets everything from `position` on.
     public func rewind(to position: Int) { cache.truncate(to: position) }
+
+    /// On an empty session, takes the longest prefix of `tokens` whose keys and values are
+    /// in the pool's prefix cache (whole blocks, leaving at least the last token to
+    /// evaluate) and returns its length: evaluate `tokens[result...]` next.
+    @discardableResult
+    public func reuseCachedPrefix(of tokens: [Int]) -> Int {
+        precondition(position == 0, "prefix reuse starts an empty session")
+        return cache.reuseCachedPrefix(of: tokens, limit: tokens.count - 1)
+    }
 
     /// Appends `tokens` to the context and returns logits for the selected positions
     /// (`vocabularySize` values each).

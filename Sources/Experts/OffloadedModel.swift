@@ -190,11 +190,13 @@ public enum OffloadedModel {
         return .init(threshold: threshold, precision: precision)
     }
 
-    /// Bytes the session's KV cache will take.
+    /// Bytes the session's KV cache will take: the blocks of its context, plus the one a
+    /// session's pool keeps for copy-on-write (`DecoderModel.makeCache`).
     static func kvBytes(_ model: DecoderModel, contextLength: Int?) -> Int {
         let hp = model.hyperParameters
         let positions = min(contextLength ?? min(hp.contextLength, 4096), hp.contextLength)
-        return hp.blockCount * positions * (hp.keyWidth + hp.valueWidth) * MemoryLayout<Float>.size
+        let layout = model.kvLayout()
+        return (layout.blocks(forPositions: positions) + 1) * layout.blockBytes
     }
 }
 

@@ -1,4 +1,5 @@
 import GGUF
+import KV
 import Kernels
 import Storage
 
@@ -70,15 +71,9 @@ public final class DecoderModel: @unchecked Sendable {
         self.rope = rope
     }
 
-    /// A cache sized for this model.
-    public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: layers.count, capacity: capacity, keyWidth: hyperParameters.keyWidth,
-                valueWidth: hyperParameters.valueWidth)
-    }
-
     /// Runs `tokens` at positions `cache.count...` as one batch, appends their keys and
     /// values to `cache`, and returns logits (vocabularySize per selected position).
-    public func forward(_ tokens: [Int], cache: KVCache, logits selection: LogitsSelection,
+    public func forward(_ tokens: [Int], cache: KVSequence, logits selection: LogitsSelection,
                         workspace: Workspace, pool: ThreadPool) throws(ModelError) -> [Float] {
         let n = tokens.count
         guard n > 0 else { throw .emptyInput }
@@ -87,6 +82,11 @@ public final class DecoderModel: @unchecked Sendable {
         }
         guard cache.count + n <= cache.capacity else {
             throw .contextOverflow(needed: cache.count + n, capacity: cache.capacity)
+        }
+        do {
+            try cache.reserve(appending: tokens)
+        } catch {
+            throw .kvCache(error)
         }
         experts?.beginBatch(tokens: n)
         let h = hidden
@@ -150,7 +150,7 @@ public final class DecoderModel: @unchecked Sendable {
             VectorMath.add(blockOut, into: x, count: n * h)
         }
         try observer?.endBatch()
-        cache.count += n
+        cache.commit()
 
         let rows: Range<Int>
         switch selection {

@@ -1,4 +1,5 @@
 import GGUF
+import KV
 import Kernels
 import Storage
 
@@ -15,6 +16,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case tokenOutOfRange(token: Int, vocabularySize: Int)
     case emptyInput
     case contextOverflow(needed: Int, capacity: Int)
+    case kvCache(KVError)
     case storage(String)
     case file(String)
 
@@ -40,6 +42,8 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
             return "no input tokens"
         case let .contextOverflow(needed, capacity):
             return "context overflow: \(needed) positions needed, the context holds \(capacity)"
+        case let .kvCache(e):
+            return e.description
         case let .storage(d):
             return "read failed: \(d)"
         case let .file(d):

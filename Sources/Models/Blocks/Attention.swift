@@ -1,3 +1,4 @@
+import KV
 import Kernels
 
 /// How queries and keys are normalized before RoPE, if at all.
@@ -9,7 +10,7 @@ public enum QKNorm: Sendable {
     case fullProjection
 }
 
-/// Grouped-query self-attention with a causal mask over a `KVCache`.
+/// Grouped-query self-attention with a causal mask over a paged KV sequence.
 public struct Attention: @unchecked Sendable {
     public let query: WeightMatrix
     public let key: WeightMatrix
@@ -69,7 +70,7 @@ public struct Attention: @unchecked Sendable {
     /// Attends `tokens` new tokens (normalized input `x`, tokens × hidden) at positions
     /// `cache.count ..<` and writes the projected result to `out` (tokens × hidden).
     /// `ropeTable` holds `RoPE.angles` for each token (tokens × rope.dimensions).
-    func forward(_ x: UnsafePointer<Float>, tokens: Int, layer: Int, cache: KVCache, ropeTable: UnsafePointer<Float>,
+    func forward(_ x: UnsafePointer<Float>, tokens: Int, layer: Int, cache: KVSequence, ropeTable: UnsafePointer<Float>,
                  workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) {
         let qWidth = heads * headSize, kWidth = kvHeads * headSize, vWidth = kvHeads * valueHeadSize
         let q = workspace.floats(Slot.query, count: tokens * qWidth)
@@ -109,17 +110,32 @@ public struct Attention: @unchecked Sendable {
         let scale = 1 / Float(headSize).squareRoot()
         let group = heads / kvHeads
         let headSize = self.headSize, valueHeadSize = self.valueHeadSize, heads = self.heads
+        // Keys and values are read block by block through the sequence's block table: a
+        // block's rows are a fixed stride apart, so the inner loops see contiguous rows.
+        let view = cache.view(layer: layer)
+        let blockSize = view.blockSize
+        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+        let type = cache.layout.type
         pool.parallelFor(heads) { h in
             let kvh = h / group
+            let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
             let scores = scoresBase + h * context
             for t in 0..<tokens {
                 let qh = UnsafePointer(q + t * qWidth + h * headSize)
                 let visible = start + t + 1
                 var maxScore = -Float.infinity
-                for j in 0..<visible {
-                    let s = VectorMath.dot(qh, cache.key(layer: layer, position: j) + kvh * headSize, count: headSize) * scale
-                    scores[j] = s
-                    if s > maxScore { maxScore = s }
+                var j = 0, b = 0
+                while j < visible {
+                    var row = view.keys(block: b) + keyOffset
+                    let end = min(j + blockSize, visible)
+                    while j < end {
+                        let s = HalfMath.dot(qh, row, count: headSize) * scale
+                        scores[j] = s
+                        if s > maxScore { maxScore = s }
+                        row += keyStride
+                        j += 1
+                    }
+                    b += 1
                 }
                 var sum: Float = 0
                 for j in 0..<visible {
@@ -130,9 +146,17 @@ public struct Attention: @unchecked Sendable {
                 let inv = 1 / sum
                 let o = attended + (t * heads + h) * valueHeadSize
                 for i in 0..<valueHeadSize { o[i] = 0 }
-                for j in 0..<visible {
-                    VectorMath.addScaled(cache.value(layer: layer, position: j) + kvh * valueHeadSize,
-                                         scale: scores[j] * inv, into: o, count: valueHeadSize)
+                j = 0
+                b = 0
+                while j < visible {
+                    var row = view.values(block: b) + valueOffset
+                    let end = min(j + blockSize, visible)
+                    while j < end {
+                        HalfMath.addScaled(row, scale: scores[j] * inv, into: o, count: valueHeadSize)
+                        row += valueStride
+                        j += 1
+                    }
+                    b += 1
                 }
             }
         }

@@ -1,0 +1,95 @@
+import KV
+import Kernels
+#if arch(x86_64) && !MOE_PORTABLE_SIMD
+import _Builtin_intrinsics.intel
+#endif
+
+// How the model writes rows into the paged KV manager (Sources/KV) and reads them back:
+// KV keeps blocks of bytes; the row encodings and the kernels that read them live here,
+// beside the other kernels.
+
+extension KVSequence {
+    /// Stores one position's key and value for `layer` (a position `reserve` made writable),
+    /// rounded to F16 as llama.cpp's F16 cache does.
+    @inline(__always)
+    func store(layer: Int, position: Int, key k: UnsafePointer<Float>, value v: UnsafePointer<Float>) {
+        switch layout.type {
+        case .f16:
+            FP16.fromFloat(k, keyRow(layer: layer, position: position), count: keyWidth)
+            FP16.fromFloat(v, valueRow(layer: layer, position: position), count: valueWidth)
+        }
+    }
+}
+
+extension DecoderModel {
+    /// The block shape of this model's KV.
+    public func kvLayout(blockSize: Int = 16, type: KVType = .f16) -> KVLayout {
+        KVLayout(layers: layers.count, keyWidth: hyperParameters.keyWidth, valueWidth: hyperParameters.valueWidth,
+                 blockSize: blockSize, type: type)
+    }
+
+    /// A pool of KV blocks within `memoryBytes`, for sequences of this model (only: its
+    /// prefix cache holds this model's keys and values).
+    public func makeKVPool(memoryBytes: Int, blockSize: Int = 16, type: KVType = .f16) throws(KVError) -> KVBlockPool {
+        try KVBlockPool(layout: kvLayout(blockSize: blockSize, type: type), memoryBytes: memoryBytes,
+                        owner: ObjectIdentifier(self))
+    }
+
+    /// A sequence of `capacity` positions with a pool of its own, large enough for them
+    /// (plus one block, so a copy-on-write at a full context still finds room).
+    public func makeCache(capacity: Int) -> KVSequence {
+        let layout = kvLayout()
+        let pool = KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: capacity) + 1,
+                               owner: ObjectIdentifier(self))
+        return pool.makeSequence(capacity: capacity)
+    }
+}
+
+/// Kernels over F16 rows. Each does exactly the arithmetic of its F32 twin in `VectorMath`
+/// (F16 to F32 is exact), so attention over the F16 blocks gives the same bits as over
+/// F16-rounded F32 values.
+enum HalfMath {
+    @inline(__always)
+    static func load8(_ p: UnsafeRawPointer) -> SIMD8<Float> {
+        #if arch(x86_64) && !MOE_PORTABLE_SIMD
+        return _mm256_cvtph_ps(_mm_loadu_si128(p.assumingMemoryBound(to: __m128i.self)))
+        #else
+        let h = p.loadUnaligned(as: SIMD8<UInt16>.self)
+        var v = SIMD8<Float>()
+        for k in 0..<8 { v[k] = FP16.toFloat(h[k]) }
+        return v
+        #endif
+    }
+
+    @inline(__always)
+    static func load1(_ p: UnsafeRawPointer, _ i: Int) -> Float {
+        FP16.toFloat(p.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
+    }
+
+    /// `VectorMath.dot(a, b)` with b in F16.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafeRawPointer, count: Int) -> Float {
+        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
+        var i = 0
+        while i &+ 16 <= count {
+            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * load8(b + i &* 2)
+            acc1 += UnsafeRawPointer(a + i + 8).loadUnaligned(as: SIMD8<Float>.self) * load8(b + (i &+ 8) &* 2)
+            i &+= 16
+        }
+        var s = (acc0 + acc1).sum()
+        while i < count { s += a[i] * load1(b, i); i &+= 1 }
+        return s
+    }
+
+    /// `VectorMath.addScaled(y, scale, x)` with y in F16.
+    @inline(__always)
+    static func addScaled(_ y: UnsafeRawPointer, scale: Float, into x: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i &+ 8 <= count {
+            let a = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(x + i).storeBytes(of: a + load8(y + i &* 2) * scale, as: SIMD8<Float>.self)
+            i &+= 8
+        }
+        while i < count { x[i] += scale * load1(y, i); i &+= 1 }
+    }
+}
