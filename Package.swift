@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["KV", "Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
         // Expert offloading: layout of experts in a file (plain GGUF or pack), the NUMA-aware
         // pool, cache policies, the on-demand loader and the packer.
-        .target(name: "Experts", dependencies: ["Models", "Trace", "Kernels", "GGUF", "Storage", "CSystem"]),
+        .target(name: "Experts", dependencies: ["KV", "Models", "Trace", "Kernels", "GGUF", "Storage", "CSystem"]),
         // Routing records (--record-routing): the file format, its writer and reader, and the
         // recorder that watches a model route; what `moe trace` reads.
         .target(name: "Trace", dependencies: ["Models"]),
@@ -64,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "Models", "Experts", "Engine", "ChatTemplate", "Trace",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -18,7 +18,10 @@ public final class Session {
     ///   - kvPool: where the keys and values live; sessions sharing a pool share cached
     ///     prefixes (`reuseCachedPrefix`). Default: a pool of the session's own, sized for
     ///     its context.
-    public init(model: DecoderModel, contextLength: Int? = nil, threads: Int? = nil, kvPool: KVBlockPool? = nil) {
+    ///   - kvType: the block type of that default pool (precondition: it fits the model,
+    ///     `DecoderModel.checkKVType`); a given pool has its own.
+    public init(model: DecoderModel, contextLength: Int? = nil, threads: Int? = nil, kvPool: KVBlockPool? = nil,
+                kvType: KVType = .f16) {
         self.model = model
         let trained = model.hyperParameters.contextLength
         let capacity = min(contextLength ?? min(trained, 4096), trained)
@@ -26,7 +29,7 @@ public final class Session {
             precondition(kvPool.owner == ObjectIdentifier(model), "the KV pool was made for another model")
             cache = kvPool.makeSequence(capacity: capacity)
         } else {
-            cache = model.makeCache(capacity: capacity)
+            cache = model.makeCache(capacity: capacity, type: kvType)
         }
         pool = ThreadPool(threadCount: threads ?? ThreadPool.defaultThreadCount)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import KV
 import Models
 import Storage
 
@@ -12,6 +13,10 @@ public struct OffloadOptions: Sendable {
     public var numaNode: Int?
     /// Context length the session will use (for the automatic budget's KV reserve).
     public var contextLength: Int?
+    /// The KV block type and pool size the session will use (same reserve; nil: sized for
+    /// the context).
+    public var kvType: KVType = .f16
+    public var kvMemory: Int?
     /// Measure the disk's sequential read bandwidth at start (for the stats' disk bound).
     public var measureDisk = false
     /// Read ahead the experts the cross-layer gate predicts for the next layer. Off by
@@ -109,7 +114,7 @@ public enum OffloadedModel {
                 }
                 budget = b
             } else {
-                let kv = kvBytes(model, contextLength: options.contextLength)
+                let kv = options.kvMemory ?? kvBytes(model, contextLength: options.contextLength, type: options.kvType)
                 let available = AvailableMemory.bytes() - kv - reserveBytes
                 guard available >= minimum else {
                     throw .file(ExpertError.notEnoughMemory(available: max(available, 0), minimum: minimum).description)
@@ -192,10 +197,12 @@ public enum OffloadedModel {
 
     /// Bytes the session's KV cache will take: the blocks of its context, plus the one a
     /// session's pool keeps for copy-on-write (`DecoderModel.makeCache`).
-    static func kvBytes(_ model: DecoderModel, contextLength: Int?) -> Int {
+    static func kvBytes(_ model: DecoderModel, contextLength: Int?, type: KVType = .f16) -> Int {
         let hp = model.hyperParameters
         let positions = min(contextLength ?? min(hp.contextLength, 4096), hp.contextLength)
-        let layout = model.kvLayout()
+        // A type that does not fit is refused when the session's pool is made; reserve F16 meanwhile.
+        let fits = type.fits(keyHeadSize: hp.keyLength, valueHeadSize: hp.valueLength)
+        let layout = model.kvLayout(type: fits ? type : .f16)
         return (layout.blocks(forPositions: positions) + 1) * layout.blockBytes
     }
 }

@@ -1,3 +1,4 @@
+import GGUF
 import KV
 import Kernels
 #if arch(x86_64) && !MOE_PORTABLE_SIMD
@@ -9,20 +10,45 @@ import _Builtin_intrinsics.intel
 // beside the other kernels.
 
 extension KVSequence {
-    /// Stores one position's key and value for `layer` (a position `reserve` made writable),
-    /// rounded to F16 as llama.cpp's F16 cache does.
+    /// Stores one position's key and value for `layer` (a position `reserve` made writable):
+    /// rounded to F16 as llama.cpp's F16 cache does, or quantized with ggml's reference
+    /// Q8_0/Q4_0 quantizers (the bytes llama.cpp's quantized cache holds for the same row).
     @inline(__always)
     func store(layer: Int, position: Int, key k: UnsafePointer<Float>, value v: UnsafePointer<Float>) {
         switch layout.type {
         case .f16:
             FP16.fromFloat(k, keyRow(layer: layer, position: position), count: keyWidth)
             FP16.fromFloat(v, valueRow(layer: layer, position: position), count: valueWidth)
+        case .q8_0, .q4_0:
+            let type = layout.type.ggmlType
+            Quantize.row(type, from: k, to: keyRow(layer: layer, position: position), count: keyWidth)
+            Quantize.row(type, from: v, to: valueRow(layer: layer, position: position), count: valueWidth)
+        }
+    }
+}
+
+extension KVType {
+    /// The ggml block type of a row.
+    public var ggmlType: GGMLType {
+        switch self {
+        case .f16: return .f16
+        case .q8_0: return .q8_0
+        case .q4_0: return .q4_0
         }
     }
 }
 
 extension DecoderModel {
-    /// The block shape of this model's KV.
+    /// Whether this model's heads can be stored in `type` (quantized rows are whole 32-value
+    /// blocks per head); throws `KVError.typeDoesNotFit` otherwise.
+    public func checkKVType(_ type: KVType) throws(KVError) {
+        let hp = hyperParameters
+        guard type.fits(keyHeadSize: hp.keyLength, valueHeadSize: hp.valueLength) else {
+            throw .typeDoesNotFit(type: type, keyHeadSize: hp.keyLength, valueHeadSize: hp.valueLength)
+        }
+    }
+
+    /// The block shape of this model's KV (precondition: the type fits, `checkKVType`).
     public func kvLayout(blockSize: Int = 16, type: KVType = .f16) -> KVLayout {
         KVLayout(layers: layers.count, keyWidth: hyperParameters.keyWidth, valueWidth: hyperParameters.valueWidth,
                  blockSize: blockSize, type: type)
@@ -31,14 +57,23 @@ extension DecoderModel {
     /// A pool of KV blocks within `memoryBytes`, for sequences of this model (only: its
     /// prefix cache holds this model's keys and values).
     public func makeKVPool(memoryBytes: Int, blockSize: Int = 16, type: KVType = .f16) throws(KVError) -> KVBlockPool {
-        try KVBlockPool(layout: kvLayout(blockSize: blockSize, type: type), memoryBytes: memoryBytes,
-                        owner: ObjectIdentifier(self))
+        try checkKVType(type)
+        return try KVBlockPool(layout: kvLayout(blockSize: blockSize, type: type), memoryBytes: memoryBytes,
+                               owner: ObjectIdentifier(self))
+    }
+
+    /// A pool sized for one sequence of `positions` positions, plus one block so a
+    /// copy-on-write at a full context still finds room (what a session has by default).
+    public func makeKVPool(positions: Int, blockSize: Int = 16, type: KVType = .f16) throws(KVError) -> KVBlockPool {
+        try checkKVType(type)
+        let layout = kvLayout(blockSize: blockSize, type: type)
+        return KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: positions) + 1, owner: ObjectIdentifier(self))
     }
 
     /// A sequence of `capacity` positions with a pool of its own, large enough for them
     /// (plus one block, so a copy-on-write at a full context still finds room).
-    public func makeCache(capacity: Int) -> KVSequence {
-        let layout = kvLayout()
+    public func makeCache(capacity: Int, type: KVType = .f16) -> KVSequence {
+        let layout = kvLayout(type: type)
         let pool = KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: capacity) + 1,
                                owner: ObjectIdentifier(self))
         return pool.makeSequence(capacity: capacity)

@@ -28,7 +28,7 @@ struct Bench: ParsableCommand {
         }
         guard runs >= 1 else { throw ValidationError("-r must be ≥ 1") }
         let model = try options.load()
-        let session = options.session(model)
+        let session = try options.session(model)
         guard max(promptTokens, generatedTokens) <= session.cache.capacity else {
             printError("error: context overflow: \(max(promptTokens, generatedTokens)) tokens, the context holds \(session.cache.capacity)")
             throw ExitCode.failure

@@ -39,7 +39,7 @@ struct Chat: ParsableCommand {
         let model = try options.load()
         let metadata = model.weights.file.metadata
         let tokenizer = try runReporting { try Tokenizer(metadata: metadata) }
-        let session = options.session(model)
+        let session = try options.session(model)
         let conversation: Conversation
         do {
             conversation = try Conversation(session: session, tokenizer: tokenizer, metadata: metadata,

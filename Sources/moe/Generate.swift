@@ -33,7 +33,7 @@ struct Generate: ParsableCommand {
             printError("error: the prompt has no tokens")
             throw ExitCode.failure
         }
-        let session = options.session(model)
+        let session = try options.session(model)
         var sampler = Sampler(sampling.parameters)
         var decoder = StreamingDecoder(tokenizer: tokenizer, stripLeadingSpace: false)
         let out = FileHandle.standardOutput

@@ -29,7 +29,7 @@ struct Logits: ParsableCommand {
         }
         guard greedy >= 0 else { throw ValidationError("--greedy must be ≥ 0") }
         let model = try options.load()
-        let session = options.session(model)
+        let session = try options.session(model)
         let vocab = model.vocabularySize
         let logits = try runReporting { try session.evaluate(ids, logits: .all) }
         var greedyIds: [Int] = []

@@ -3,6 +3,7 @@ import Engine
 import Experts
 import Foundation
 import GGUF
+import KV
 import Kernels
 import Models
 import Storage
@@ -23,6 +24,7 @@ struct ModelOptions: ParsableArguments {
     @OptionGroup var storage: StorageOptions
     @OptionGroup var offload: OffloadingOptions
     @OptionGroup var recording: RecordingOptions
+    @OptionGroup var kv: KVOptions
 
     func validate() throws {
         if let threads, threads < 1 || threads > 512 { throw ValidationError("--threads must be between 1 and 512") }
@@ -53,7 +55,9 @@ struct ModelOptions: ParsableArguments {
     func load() throws -> DecoderModel {
         let preference = try backendPreference()
         let path = try modelPath()
-        let settings = try offload.settings(contextLength: contextLength)
+        var settings = try offload.settings(contextLength: contextLength)
+        settings.options.kvType = try kv.type()
+        settings.options.kvMemory = try kv.memoryBytes()
         if let cpus = settings.cpus { try runReporting { try ComputePlacement.restrict(to: cpus) } }
         let name = path.split(separator: "/").last.map(String.init) ?? path
         var bar: ProgressBar?
@@ -118,8 +122,96 @@ struct ModelOptions: ParsableArguments {
         try runReporting { try recorder.close() }
     }
 
-    func session(_ model: DecoderModel) -> Session {
-        Session(model: model, contextLength: contextLength, threads: threads)
+    /// The session of a run: its context is `context` (perplexity's own default), else
+    /// `--ctx`, else min(model's, 4096); its KV pool has `--kv-type` blocks and is
+    /// `--kv-memory` large (default: sized for the context). A type the model's heads do not
+    /// fit, or a pool too small for the context, is one line with the figures.
+    func session(_ model: DecoderModel, context: Int? = nil) throws -> Session {
+        let type = try kv.type()
+        let memory = try kv.memoryBytes()
+        let trained = model.hyperParameters.contextLength
+        let positions = min(context ?? contextLength ?? min(trained, 4096), trained)
+        guard kv.isGiven || offload.stats else {
+            return Session(model: model, contextLength: positions, threads: threads)
+        }
+        do { try model.checkKVType(type) } catch {
+            printError("error: --kv-type \(type.rawValue): \(error.description)")
+            throw ExitCode.failure
+        }
+        let layout = model.kvLayout(type: type)
+        let pool: KVBlockPool
+        if let memory {
+            guard memory >= layout.blockBytes, positions <= layout.positions(fittingIn: memory) else {
+                printError("error: " + KVOptions.tooSmall(layout, memory: memory, context: positions))
+                throw ExitCode.failure
+            }
+        }
+        do {
+            pool = try memory.map { try model.makeKVPool(memoryBytes: $0, type: type) }
+                ?? model.makeKVPool(positions: positions, type: type)
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode.failure
+        }
+        printError(KVOptions.summary(layout, pool: pool, memoryGiven: memory != nil, context: positions))
+        return Session(model: model, contextLength: positions, threads: threads, kvPool: pool)
+    }
+}
+
+/// The paged KV manager's flags, accepted by every command that runs a model.
+struct KVOptions: ParsableArguments {
+    @Option(name: .customLong("kv-type"),
+            help: ArgumentHelp("KV block type: f16 (default), q8_0 or q4_0 (ggml's block layouts, quantized as each position is written; about 53% and 28% of F16's bytes).",
+                               valueName: "type"))
+    var kvType: String?
+
+    @Option(name: .customLong("kv-memory"),
+            help: ArgumentHelp("Memory for the KV block pool, e.g. 64M or 1G (default: what the context needs). Too small for the context is an error that says how many positions fit.",
+                               valueName: "bytes"))
+    var kvMemory: String?
+
+    /// Whether either flag was given (then a line at start reports the KV figures).
+    var isGiven: Bool { kvType != nil || kvMemory != nil }
+
+    func validate() throws {
+        _ = try type()
+        _ = try memoryBytes()
+    }
+
+    func type() throws -> KVType {
+        guard let kvType else { return .f16 }
+        guard let t = KVType(rawValue: kvType.lowercased()) else {
+            throw ValidationError("unknown --kv-type '\(kvType)' (one of \(KVType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return t
+    }
+
+    func memoryBytes() throws -> Int? {
+        guard let kvMemory else { return nil }
+        guard let bytes = parseByteCount(kvMemory), bytes > 0 else {
+            throw ValidationError("cannot read --kv-memory '\(kvMemory)' (expected e.g. 64M, 1.5G or a byte count)")
+        }
+        return bytes
+    }
+
+    /// "--kv-memory X holds N positions ..., less than the context of C": the figures, and
+    /// what would do.
+    static func tooSmall(_ layout: KVLayout, memory: Int, context: Int) -> String {
+        let fitting = layout.positions(fittingIn: memory)
+        return "--kv-memory \(formatBytes(memory)) holds \(fitting) positions of this model in \(layout.type.rawValue) "
+            + "(\(layout.bytesPerPosition) bytes per position, blocks of \(layout.blockSize) positions of \(formatBytes(layout.blockBytes))), "
+            + "but the context asked for is \(context) positions; give --kv-memory \(formatBytes(layout.bytes(forPositions: context))) "
+            + "or more" + (fitting > 0 ? ", or --ctx \(fitting) or less" : "")
+    }
+
+    /// The line at start: bytes per position and the largest context the pool holds.
+    static func summary(_ layout: KVLayout, pool: KVBlockPool, memoryGiven: Bool, context: Int) -> String {
+        let f16 = KVLayout(layers: layout.layers, keyWidth: layout.keyWidth, valueWidth: layout.valueWidth,
+                           blockSize: layout.blockSize, type: .f16)
+        let largest = pool.capacity * layout.blockSize
+        return "kv: \(layout.type.rawValue), \(layout.bytesPerPosition) bytes per token (f16: \(f16.bytesPerPosition)); "
+            + "pool of \(formatBytes(pool.bytes)) (\(memoryGiven ? "--kv-memory" : "sized for the context")) "
+            + "holds a context of up to \(largest) tokens; context \(context)"
     }
 }
 

@@ -67,7 +67,7 @@ struct Perplexity: ParsableCommand {
         // As llama-perplexity: BOS only where the vocabulary adds it, special tokens as text.
         let tokens = tokenizer.encode(utf8: Array(data), addBOS: tokenizer.addsBOS, parseSpecial: false)
         let context = options.contextLength ?? min(512, model.hyperParameters.contextLength)
-        let session = Session(model: model, contextLength: max(context, 1), threads: options.threads)
+        let session = try options.session(model, context: max(context, 1))
         var evaluator = PerplexityEvaluator(contextLength: context, maxChunks: chunks,
                                             bos: tokenizer.addsBOS ? tokenizer.bos : nil)
         evaluator.batchSize = batchSize

@@ -116,6 +116,12 @@ public struct Attention: @unchecked Sendable {
         let blockSize = view.blockSize
         let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
         let type = cache.layout.type
+        if type != .f16 {
+            attendQuantized(view: view, type: type, q: q, tokens: tokens, start: start, scoresBase: scoresBase,
+                            attended: attended, pool: pool)
+            MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
+            return
+        }
         pool.parallelFor(heads) { h in
             let kvh = h / group
             let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
@@ -161,6 +167,65 @@ public struct Attention: @unchecked Sendable {
             }
         }
         MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
+    }
+
+    /// The attention of `forward` over Q8_0/Q4_0 rows: each query head is quantized to 8 bits
+    /// per 32 values once per token, and a block's key rows and value rows go to the
+    /// quantized-row kernels (`KVRowKernels`) a block at a time.
+    private func attendQuantized(view: KVLayerView, type: KVType, q: UnsafeMutablePointer<Float>, tokens: Int, start: Int,
+                                 scoresBase: UnsafeMutablePointer<Float>, attended: UnsafeMutablePointer<Float>,
+                                 pool: ThreadPool) {
+        let context = start + tokens
+        let scale = 1 / Float(headSize).squareRoot()
+        let group = heads / kvHeads
+        let headSize = self.headSize, valueHeadSize = self.valueHeadSize, heads = self.heads
+        let qWidth = heads * headSize
+        let blockSize = view.blockSize
+        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+        let ggml = type.ggmlType
+        let queryBytes = KVRowKernels.queryBytes(count: headSize)
+        pool.parallelFor(heads) { h in
+            let kvh = h / group
+            let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
+            let scores = scoresBase + h * context
+            withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
+                let query = buffer.baseAddress!
+                for t in 0..<tokens {
+                    KVRowKernels.quantizeQuery(q + t * qWidth + h * headSize, count: headSize, into: query)
+                    let visible = start + t + 1
+                    var j = 0, b = 0
+                    while j < visible {
+                        let n = min(blockSize, visible - j)
+                        KVRowKernels.dots(ggml, query: UnsafeRawPointer(query), count: headSize,
+                                          keys: view.keys(block: b) + keyOffset, stride: keyStride, rows: n,
+                                          scale: scale, into: scores + j)
+                        j += n
+                        b += 1
+                    }
+                    var maxScore = -Float.infinity
+                    for j in 0..<visible where scores[j] > maxScore { maxScore = scores[j] }
+                    var sum: Float = 0
+                    for j in 0..<visible {
+                        let e = Foundation.exp(scores[j] - maxScore)
+                        scores[j] = e
+                        sum += e
+                    }
+                    let inv = 1 / sum
+                    for j in 0..<visible { scores[j] *= inv }
+                    let o = attended + (t * heads + h) * valueHeadSize
+                    for i in 0..<valueHeadSize { o[i] = 0 }
+                    j = 0
+                    b = 0
+                    while j < visible {
+                        let n = min(blockSize, visible - j)
+                        KVRowKernels.addScaled(ggml, values: view.values(block: b) + valueOffset, stride: valueStride,
+                                               rows: n, weights: scores + j, into: o, count: valueHeadSize)
+                        j += n
+                        b += 1
+                    }
+                }
+            }
+        }
     }
 }
 
