@@ -436,3 +436,33 @@ func store(_ v: SIMD4<Float>, _ n: Int, _ p: UnsafeMutablePointer<Float>) {
         for i in 0..<n { p[i] = v[i] }
     }
 }
+
+// Beside the kernel it calls: debug builds compile file by file, and a generic in another
+// file would run unspecialized there.
+extension KVRowKernels {
+    /// `scores[j] = scale * (query · row j)` for `rows` key rows of `type` starting at `keys`,
+    /// `stride` bytes apart; `query` is what `quantizeQuery` wrote for `count` values.
+    public static func dots(_ type: GGMLType, query: UnsafeRawPointer, count: Int, keys: UnsafeRawPointer,
+                            stride: Int, rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>) {
+        switch type {
+        case .q8_0: dots(Q8_0Format.self, query, count, keys, stride, rows, scale, scores)
+        case .q4_0: dots(Q4_0Format.self, query, count, keys, stride, rows, scale, scores)
+        default: preconditionFailure("KV rows of \(type) are not supported")
+        }
+    }
+
+    @inline(__always)
+    static func dots<F: Block32Format>(_ f: F.Type, _ query: UnsafeRawPointer, _ count: Int, _ keys: UnsafeRawPointer,
+                                       _ stride: Int, _ rows: Int, _ scale: Float, _ scores: UnsafeMutablePointer<Float>) {
+        let blocks = count / 32
+        let aq = query.assumingMemoryBound(to: Int8.self)
+        let ad = (query + count).assumingMemoryBound(to: Float.self)
+        let asum = ad + blocks
+        let h = HalfTable.pointer
+        var row = keys
+        for j in 0..<rows {
+            scores[j] = Block32Kernel.tile1x1(f, row, blocks: blocks, aq, ad, asum, h) * scale
+            row += stride
+        }
+    }
+}

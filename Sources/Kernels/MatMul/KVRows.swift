@@ -32,32 +32,6 @@ public enum KVRowKernels {
         ActivationQuantizer.q8x32(q, count: count, qs: qs, d: d, s: d + blocks)
     }
 
-    /// `scores[j] = scale * (query · row j)` for `rows` key rows of `type` starting at `keys`,
-    /// `stride` bytes apart; `query` is what `quantizeQuery` wrote for `count` values.
-    public static func dots(_ type: GGMLType, query: UnsafeRawPointer, count: Int, keys: UnsafeRawPointer,
-                            stride: Int, rows: Int, scale: Float, into scores: UnsafeMutablePointer<Float>) {
-        switch type {
-        case .q8_0: dots(Q8_0Format.self, query, count, keys, stride, rows, scale, scores)
-        case .q4_0: dots(Q4_0Format.self, query, count, keys, stride, rows, scale, scores)
-        default: preconditionFailure("KV rows of \(type) are not supported")
-        }
-    }
-
-    @inline(__always)
-    static func dots<F: Block32Format>(_ f: F.Type, _ query: UnsafeRawPointer, _ count: Int, _ keys: UnsafeRawPointer,
-                                       _ stride: Int, _ rows: Int, _ scale: Float, _ scores: UnsafeMutablePointer<Float>) {
-        let blocks = count / 32
-        let aq = query.assumingMemoryBound(to: Int8.self)
-        let ad = (query + count).assumingMemoryBound(to: Float.self)
-        let asum = ad + blocks
-        let h = HalfTable.pointer
-        var row = keys
-        for j in 0..<rows {
-            scores[j] = Block32Kernel.tile1x1(f, row, blocks: blocks, aq, ad, asum, h) * scale
-            row += stride
-        }
-    }
-
     /// `out[0..<count] += weights[j] * row j` for `rows` value rows of `type` starting at
     /// `values`, `stride` bytes apart.
     public static func addScaled(_ type: GGMLType, values: UnsafeRawPointer, stride: Int, rows: Int,
@@ -94,7 +68,7 @@ public enum KVRowKernels {
             let w = weights[j]
             var p = row, y = out
             for _ in 0..<blocks {
-                let f = _mm256_set1_ps(w * loadHalf(p, 0, h))
+                let f = _mm256_set1_ps(w * h[Int(p.loadUnaligned(as: UInt16.self))])
                 accumulate16(load16(p + 2), f, y)
                 accumulate16(load16(p + 18), f, y + 16)
                 p += 34
@@ -113,7 +87,7 @@ public enum KVRowKernels {
             let w = weights[j]
             var p = row, y = out
             for _ in 0..<blocks {
-                let f = _mm256_set1_ps(w * loadHalf(p, 0, h))
+                let f = _mm256_set1_ps(w * h[Int(p.loadUnaligned(as: UInt16.self))])
                 let x = load16(p + 2)
                 let lo = _mm_sub_epi8(_mm_and_si128(x, mask), eight)
                 let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), mask), eight)
@@ -152,7 +126,7 @@ public enum KVRowKernels {
             let w = weights[j]
             var p = row, y = out
             for _ in 0..<blocks {
-                accumulate32(p.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self), w * loadHalf(p, 0, h), y)
+                accumulate32(p.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self), w * h[Int(p.loadUnaligned(as: UInt16.self))], y)
                 p += 34
                 y += 32
             }
@@ -169,7 +143,7 @@ public enum KVRowKernels {
             var p = row, y = out
             for _ in 0..<blocks {
                 let q = SIMD32<Int8>(truncatingIfNeeded: nibblesPortable(p + 2)) &- 8
-                accumulate32(q, w * loadHalf(p, 0, h), y)
+                accumulate32(q, w * h[Int(p.loadUnaligned(as: UInt16.self))], y)
                 p += 18
                 y += 32
             }
