@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "KVTests", dependencies: ["TestSupport", "KV", "Models", "Engine", "Kernels"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe", "GGUF", "Storage"]),
         .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
         .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Models", "Tokenizer", "GGUF", "ChatTemplate"]),
     ]

@@ -1,4 +1,6 @@
 import Foundation
+import GGUF
+import Storage
 import Testing
 
 /// `--kv-type` and `--kv-memory` as a user meets them.
@@ -74,5 +76,60 @@ struct KVCLITests {
         let r = try cli.run(["generate", "-m", cli.model("tiny-llama.q8_0.gguf"), "-p", "Hi"] + flag)
         #expect(r.status != 0)
         #expect(r.stderr.contains(message), "\(r.stderr)")
+    }
+}
+
+/// A model whose heads are not a multiple of 32 wide: tiny-llama (F32) with heads of 48.
+@Suite("KV flags on odd head sizes")
+struct KVOddHeadTests {
+    private let cli = CLITests()
+
+    static func writeModel() throws -> String {
+        let backend = try StorageFile.open(path: CLITests().model("tiny-llama.f32.gguf"), backend: .pread, direct: false)
+        let file = try GGUFFile.read(from: backend)
+        let copy = GGUFWriter(copying: file, from: backend)
+        var writer = GGUFWriter()
+        writer.metadata = copy.metadata
+        writer.metadata["llama.attention.key_length"] = .uint32(48)
+        writer.metadata["llama.attention.value_length"] = .uint32(48)
+        writer.metadata["llama.rope.dimension_count"] = .uint32(48)
+        var rng = UInt64(12345)
+        func weights(_ count: Int) -> [UInt8] {
+            var out = [UInt8]()
+            out.reserveCapacity(count * 4)
+            for _ in 0..<count {
+                rng = rng &* 6364136223846793005 &+ 1442695040888963407
+                let v = (Float(rng >> 40) / Float(1 << 24) - 0.5) * 0.1
+                withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 }
+            }
+            return out
+        }
+        for t in copy.tensors {
+            let shape: [UInt64]? = t.name.hasSuffix("attn_q.weight") ? [256, 192]
+                : t.name.hasSuffix("attn_k.weight") || t.name.hasSuffix("attn_v.weight") ? [256, 96]
+                : t.name.hasSuffix("attn_output.weight") ? [192, 256] : nil
+            if let shape {
+                try writer.addTensor(name: t.name, dimensions: shape, type: .f32,
+                                     source: .bytes(weights(Int(shape[0] * shape[1]))))
+            } else {
+                try writer.addTensor(name: t.name, dimensions: t.dimensions, type: t.type, source: t.source)
+            }
+        }
+        let path = NSTemporaryDirectory() + "moe-kv-heads48-\(getpid()).gguf"
+        try writer.write(to: path)
+        return path
+    }
+
+    @Test func aTypeTheHeadsDoNotFitIsRefused() throws {
+        let path = try Self.writeModel()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let f16 = try cli.run(["generate", "-m", path, "-p", "Hi", "-n", "2", "--kv-type", "f16"])
+        #expect(f16.status == 0, "\(f16.stderr)")
+        #expect(f16.stderr.contains("kv: f16, 1152 bytes per token"), "\(f16.stderr)")
+        let q8 = try cli.run(["generate", "-m", path, "-p", "Hi", "-n", "2", "--kv-type", "q8_0"])
+        #expect(q8.status == 1)
+        #expect(q8.stderr.contains("error: --kv-type q8_0: KV type q8_0 stores rows in blocks of 32 values per head, "
+                                   + "but this model's heads are 48 (keys) and 48 (values) wide; use f16"), "\(q8.stderr)")
+        #expect(!q8.stderr.contains("Fatal error"))
     }
 }
