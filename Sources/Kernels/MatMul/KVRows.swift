@@ -38,8 +38,8 @@ public enum KVRowKernels {
                                  weights: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
         precondition(count % 32 == 0, "quantized value rows are whole blocks of 32")
         switch type {
-        case .q8_0: addScaledQ8_0(values, stride, rows, weights, out, count / 32)
-        case .q4_0: addScaledQ4_0(values, stride, rows, weights, out, count / 32)
+        case .q8_0: addScaled(Q8_0Format.self, values, stride, rows, weights, out, count / 32)
+        case .q4_0: addScaled(Q4_0Format.self, values, stride, rows, weights, out, count / 32)
         default: preconditionFailure("KV rows of \(type) are not supported")
         }
     }
@@ -55,45 +55,26 @@ public enum KVRowKernels {
         _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(b, f, _mm256_loadu_ps(y + 8)))
     }
 
+    /// A block's 32 quants as the signed values they stand for: Q8_0's as stored, Q4_0's
+    /// nibbles minus 8 (the format's fixed offset, `8 * laneOffset`).
     @inline(__always)
-    static func load16(_ p: UnsafeRawPointer) -> __m128i {
-        _mm_loadu_si128(p.assumingMemoryBound(to: __m128i_u.self))
+    static func signedQuants<F: Block32Format>(_: F.Type, _ p: UnsafeRawPointer) -> __m256i {
+        F.isSigned ? F.quants(p) : _mm256_sub_epi8(F.quants(p), _mm256_set1_epi8(Int8(-8 * F.laneOffset)))
     }
 
-    static func addScaledQ8_0(_ values: UnsafeRawPointer, _ stride: Int, _ rows: Int, _ weights: UnsafePointer<Float>,
-                              _ out: UnsafeMutablePointer<Float>, _ blocks: Int) {
+    static func addScaled<F: Block32Format>(_ f: F.Type, _ values: UnsafeRawPointer, _ stride: Int, _ rows: Int,
+                                            _ weights: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ blocks: Int) {
         let h = HalfTable.pointer
         var row = values
         for j in 0..<rows {
             let w = weights[j]
             var p = row, y = out
             for _ in 0..<blocks {
-                let f = _mm256_set1_ps(w * h[Int(p.loadUnaligned(as: UInt16.self))])
-                accumulate16(load16(p + 2), f, y)
-                accumulate16(load16(p + 18), f, y + 16)
-                p += 34
-                y += 32
-            }
-            row += stride
-        }
-    }
-
-    static func addScaledQ4_0(_ values: UnsafeRawPointer, _ stride: Int, _ rows: Int, _ weights: UnsafePointer<Float>,
-                              _ out: UnsafeMutablePointer<Float>, _ blocks: Int) {
-        let h = HalfTable.pointer
-        let mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8)
-        var row = values
-        for j in 0..<rows {
-            let w = weights[j]
-            var p = row, y = out
-            for _ in 0..<blocks {
-                let f = _mm256_set1_ps(w * h[Int(p.loadUnaligned(as: UInt16.self))])
-                let x = load16(p + 2)
-                let lo = _mm_sub_epi8(_mm_and_si128(x, mask), eight)
-                let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), mask), eight)
-                accumulate16(lo, f, y)
-                accumulate16(hi, f, y + 16)
-                p += 18
+                let scale = _mm256_set1_ps(w * F.scale(p, h))
+                let q = signedQuants(f, p)
+                accumulate16(_mm256_castsi256_si128(q), scale, y)
+                accumulate16(_mm256_extractf128_si256_1(q), scale, y + 16)
+                p += F.blockBytes
                 y += 32
             }
             row += stride
@@ -118,33 +99,23 @@ public enum KVRowKernels {
         accumulate8(q.highHalf.highHalf, f, y + 24)
     }
 
-    static func addScaledQ8_0(_ values: UnsafeRawPointer, _ stride: Int, _ rows: Int, _ weights: UnsafePointer<Float>,
-                              _ out: UnsafeMutablePointer<Float>, _ blocks: Int) {
-        let h = HalfTable.pointer
-        var row = values
-        for j in 0..<rows {
-            let w = weights[j]
-            var p = row, y = out
-            for _ in 0..<blocks {
-                accumulate32(p.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self), w * h[Int(p.loadUnaligned(as: UInt16.self))], y)
-                p += 34
-                y += 32
-            }
-            row += stride
-        }
+    /// A block's 32 quants as the signed values they stand for (see the AVX2 twin).
+    @inline(__always)
+    static func signedQuants<F: Block32Format>(_: F.Type, _ p: UnsafeRawPointer) -> SIMD32<Int8> {
+        let q = SIMD32<Int8>(truncatingIfNeeded: F.quantsPortable(p))
+        return F.isSigned ? q : q &- Int8(-8 * F.laneOffset)
     }
 
-    static func addScaledQ4_0(_ values: UnsafeRawPointer, _ stride: Int, _ rows: Int, _ weights: UnsafePointer<Float>,
-                              _ out: UnsafeMutablePointer<Float>, _ blocks: Int) {
+    static func addScaled<F: Block32Format>(_ f: F.Type, _ values: UnsafeRawPointer, _ stride: Int, _ rows: Int,
+                                            _ weights: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ blocks: Int) {
         let h = HalfTable.pointer
         var row = values
         for j in 0..<rows {
             let w = weights[j]
             var p = row, y = out
             for _ in 0..<blocks {
-                let q = SIMD32<Int8>(truncatingIfNeeded: nibblesPortable(p + 2)) &- 8
-                accumulate32(q, w * h[Int(p.loadUnaligned(as: UInt16.self))], y)
-                p += 18
+                accumulate32(signedQuants(f, p), w * F.scale(p, h), y)
+                p += F.blockBytes
                 y += 32
             }
             row += stride
