@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `moe pack` and `moe inspect` on its output, as a user runs them.
@@ -9,10 +10,7 @@ struct PackCLITests {
     func model(_ name: String) -> String { cli.model(name) }
 
     func withDirectory(_ body: (URL) throws -> Void) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moe-pack-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try body(dir)
+        try TemporaryDirectory.with(prefix: "moe-pack-cli", body)
     }
 
     @Test func packThenRunWithPrecisionFallback() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `moe perplexity --kl-base` and `--kl-compare` as a user runs them.
@@ -10,13 +11,12 @@ struct PerplexityKLCLITests {
 
     /// A directory holding `text.txt` (a slice of models/heldout.txt) and `other.txt` (the next slice).
     func withDirectory(_ body: (URL) throws -> Void) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moe-kl-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let text = try Data(contentsOf: Self.heldOut)
-        try text.subdata(in: 0..<3000).write(to: dir.appendingPathComponent("text.txt"))
-        try text.subdata(in: 3000..<6000).write(to: dir.appendingPathComponent("other.txt"))
-        try body(dir)
+        try TemporaryDirectory.with(prefix: "moe-kl-cli") { dir in
+            let text = try Data(contentsOf: Self.heldOut)
+            try text.subdata(in: 0..<3000).write(to: dir.appendingPathComponent("text.txt"))
+            try text.subdata(in: 3000..<6000).write(to: dir.appendingPathComponent("other.txt"))
+            try body(dir)
+        }
     }
 
     func contents(_ dir: URL) -> [String] {

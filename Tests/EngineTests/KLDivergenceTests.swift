@@ -85,10 +85,7 @@ struct LogProbabilityFileTests {
     }
 
     func withDirectory(_ body: (URL) throws -> Void) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moe-kl-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try body(dir)
+        try TemporaryDirectory.with(prefix: "moe-kl", body)
     }
 
     func contents(_ dir: URL) -> [String] {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Experts
 
 /// The automatic budget's view of cgroup limits, on made-up cgroup trees.

@@ -4,6 +4,7 @@ import Kernels
 import Models
 import Storage
 import Testing
+import TestSupport
 @testable import Experts
 
 /// The model in pack `path` with every expert computed from its copy at `precision`, all in

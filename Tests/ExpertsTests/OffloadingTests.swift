@@ -4,6 +4,7 @@ import Kernels
 import Models
 import Storage
 import Testing
+import TestSupport
 @testable import Experts
 
 /// Runs a fixed script on `model`: an 8-token batch (logits at every position, so the

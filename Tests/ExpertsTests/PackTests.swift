@@ -19,10 +19,7 @@ private enum PackFixture {
 
     /// Runs `body` with a fresh directory that is removed afterwards.
     static func withDirectory<T>(_ body: (URL) throws -> T) throws -> T {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moe-pack-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        return try body(dir)
+        try TemporaryDirectory.with(prefix: "moe-pack", body)
     }
 
     static func contents(_ dir: URL) -> [String] {

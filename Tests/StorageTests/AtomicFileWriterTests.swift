@@ -1,23 +1,19 @@
 import Foundation
 import Storage
 import Testing
+import TestSupport
 
 @Suite("Atomic file writer")
 struct AtomicFileWriterTests {
-    func directory() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moe-atomic-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }
-
     func contents(_ dir: URL) throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
     }
 
     @Test("commit replaces the destination whole and leaves no temporary file")
     func commitReplaces() throws {
-        let dir = try directory()
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let temporary = try TemporaryDirectory(prefix: "moe-atomic")
+        defer { temporary.remove() }
+        let dir = temporary.url
         let path = dir.appendingPathComponent("f.bin").path
         try Data("old".utf8).write(to: URL(fileURLWithPath: path))
         let w = try AtomicFileWriter(path: path)
@@ -35,8 +31,9 @@ struct AtomicFileWriterTests {
 
     @Test("dropped or discarded without a commit, nothing changes and nothing is left")
     func discardLeavesTheOriginal() throws {
-        let dir = try directory()
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let temporary = try TemporaryDirectory(prefix: "moe-atomic")
+        defer { temporary.remove() }
+        let dir = temporary.url
         let path = dir.appendingPathComponent("f.bin").path
         try Data("old".utf8).write(to: URL(fileURLWithPath: path))
         do {

@@ -3,6 +3,7 @@ import Foundation
 import Kernels
 import Models
 import Testing
+import TestSupport
 import Trace
 
 /// Serves another provider's experts and notes what each batch's layers asked for and the
