@@ -116,89 +116,32 @@ public struct Attention: @unchecked Sendable {
         let blockSize = view.blockSize
         let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
         let type = cache.layout.type
-        if type != .f16 {
-            attendQuantized(view: view, type: type, q: q, tokens: tokens, start: start, scoresBase: scoresBase,
-                            attended: attended, pool: pool)
-            MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
-            return
-        }
-        pool.parallelFor(heads) { h in
-            let kvh = h / group
-            let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
-            let scores = scoresBase + h * context
-            for t in 0..<tokens {
-                let qh = UnsafePointer(q + t * qWidth + h * headSize)
-                let visible = start + t + 1
-                var maxScore = -Float.infinity
-                var j = 0, b = 0
-                while j < visible {
-                    var row = view.keys(block: b) + keyOffset
-                    let end = min(j + blockSize, visible)
-                    while j < end {
-                        let s = HalfMath.dot(qh, row, count: headSize) * scale
-                        scores[j] = s
-                        if s > maxScore { maxScore = s }
-                        row += keyStride
-                        j += 1
-                    }
-                    b += 1
-                }
-                var sum: Float = 0
-                for j in 0..<visible {
-                    let e = Foundation.exp(scores[j] - maxScore)
-                    scores[j] = e
-                    sum += e
-                }
-                let inv = 1 / sum
-                let o = attended + (t * heads + h) * valueHeadSize
-                for i in 0..<valueHeadSize { o[i] = 0 }
-                j = 0
-                b = 0
-                while j < visible {
-                    var row = view.values(block: b) + valueOffset
-                    let end = min(j + blockSize, visible)
-                    while j < end {
-                        HalfMath.addScaled(row, scale: scores[j] * inv, into: o, count: valueHeadSize)
-                        row += valueStride
-                        j += 1
-                    }
-                    b += 1
-                }
-            }
-        }
-        MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
-    }
-
-    /// The attention of `forward` over Q8_0/Q4_0 rows: each query head is quantized to 8 bits
-    /// per 32 values once per token, and a block's key rows and value rows go to the
-    /// quantized-row kernels (`KVRowKernels`) a block at a time.
-    private func attendQuantized(view: KVLayerView, type: KVType, q: UnsafeMutablePointer<Float>, tokens: Int, start: Int,
-                                 scoresBase: UnsafeMutablePointer<Float>, attended: UnsafeMutablePointer<Float>,
-                                 pool: ThreadPool) {
-        let context = start + tokens
-        let scale = 1 / Float(headSize).squareRoot()
-        let group = heads / kvHeads
-        let headSize = self.headSize, valueHeadSize = self.valueHeadSize, heads = self.heads
-        let qWidth = heads * headSize
-        let blockSize = view.blockSize
-        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+        // Q8_0/Q4_0 rows: the query head is quantized to 8 bits per 32 values once per token
+        // and a block's rows go to the quantized-row kernels (`KVRowKernels`); F16 rows are
+        // read with the F16 twins of the F32 kernels.
+        let quantized = type != .f16
         let ggml = type.ggmlType
-        let queryBytes = KVRowKernels.queryBytes(count: headSize)
+        let queryBytes = quantized ? KVRowKernels.queryBytes(count: headSize) : 1
         pool.parallelFor(heads) { h in
             let kvh = h / group
             let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
             let scores = scoresBase + h * context
             withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
-                let query = buffer.baseAddress!
+                let quantizedQuery = UnsafeMutableRawPointer(buffer.baseAddress!)
                 for t in 0..<tokens {
-                    KVRowKernels.quantizeQuery(q + t * qWidth + h * headSize, count: headSize, into: query)
+                    let qh = UnsafePointer(q + t * qWidth + h * headSize)
+                    if quantized { KVRowKernels.quantizeQuery(qh, count: headSize, into: quantizedQuery) }
                     let visible = start + t + 1
                     var j = 0, b = 0
                     while j < visible {
                         let n = min(blockSize, visible - j)
-                        KVRowKernels.dots(ggml, query: UnsafeRawPointer(query), count: headSize,
-                                          keys: view.keys(block: b) + keyOffset, stride: keyStride, rows: n,
-                                          scale: scale, into: scores + j)
+                        let keys = view.keys(block: b) + keyOffset
+                        if quantized {
+                            KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize, keys: keys,
+                                              stride: keyStride, rows: n, scale: scale, into: scores + j)
+                        } else {
+                            for r in 0..<n { scores[j + r] = HalfMath.dot(qh, keys + r * keyStride, count: headSize) * scale }
+                        }
                         j += n
                         b += 1
                     }
@@ -218,14 +161,20 @@ public struct Attention: @unchecked Sendable {
                     b = 0
                     while j < visible {
                         let n = min(blockSize, visible - j)
-                        KVRowKernels.addScaled(ggml, values: view.values(block: b) + valueOffset, stride: valueStride,
-                                               rows: n, weights: scores + j, into: o, count: valueHeadSize)
+                        let values = view.values(block: b) + valueOffset
+                        if quantized {
+                            KVRowKernels.addScaled(ggml, values: values, stride: valueStride, rows: n, weights: scores + j,
+                                                   into: o, count: valueHeadSize)
+                        } else {
+                            for r in 0..<n { HalfMath.addScaled(values + r * valueStride, scale: scores[j + r], into: o, count: valueHeadSize) }
+                        }
                         j += n
                         b += 1
                     }
                 }
             }
         }
+        MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
     }
 }
 
