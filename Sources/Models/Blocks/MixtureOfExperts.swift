@@ -43,6 +43,18 @@ public struct MixtureOfExperts: @unchecked Sendable {
         public var weights: [Float]
     }
 
+    /// Puts the `expertsPerToken` most probable experts of `p` first in `order`, most probable
+    /// first, ties to the lower id (a partial selection sort: k is small, 2–8).
+    @inline(__always)
+    private func selectTop(_ p: UnsafePointer<Float>, _ order: inout [Int]) {
+        for i in 0..<expertCount { order[i] = i }
+        for s in 0..<expertsPerToken {
+            var best = s
+            for i in (s + 1)..<expertCount where p[order[i]] > p[order[best]] { best = i }
+            order.swapAt(s, best)
+        }
+    }
+
     /// Routes every token of `x` (tokens × hidden): softmax over all experts, top-k, then
     /// optional renormalization and scaling, as llama.cpp's MoE graph does.
     func route(_ x: UnsafePointer<Float>, tokens: Int, workspace: Workspace, pool: ThreadPool) -> [Route] {
@@ -54,13 +66,7 @@ public struct MixtureOfExperts: @unchecked Sendable {
         for t in 0..<tokens {
             let p = logits + t * expertCount
             VectorMath.softmax(p, count: expertCount)
-            for i in 0..<expertCount { order[i] = i }
-            // Partial selection sort: k is small (2–8).
-            for s in 0..<expertsPerToken {
-                var best = s
-                for i in (s + 1)..<expertCount where p[order[i]] > p[order[best]] { best = i }
-                order.swapAt(s, best)
-            }
+            selectTop(p, &order)
             let experts = Array(order[0..<expertsPerToken])
             var weights = experts.map { p[$0] }
             if normalizeWeights {
@@ -93,14 +99,8 @@ public struct MixtureOfExperts: @unchecked Sendable {
         for t in 0..<tokens {
             let p = logits + t * expertCount
             VectorMath.softmax(p, count: expertCount)
-            for i in 0..<expertCount { order[i] = i }
-            // The router's own selection (partial selection sort, ties to the lower id).
-            for s in 0..<expertsPerToken {
-                var best = s
-                for i in (s + 1)..<expertCount where p[order[i]] > p[order[best]] { best = i }
-                order.swapAt(s, best)
-                experts.append(order[s])
-            }
+            selectTop(p, &order)  // the router's own selection
+            experts += order[0..<expertsPerToken]
         }
         let probabilities = Array(UnsafeBufferPointer(start: logits, count: tokens * expertCount))
         return GatePrediction(layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
