@@ -352,7 +352,10 @@ public final class OffloadedExpertProvider: ExpertProvider {
         for (l, _, experts) in hints {
             stats.recordHint(layer: l, experts: Array(experts.prefix(batchTokens > 1 ? layout.expertsPerToken : limit)))
         }
-        let keys = hints.map { l, prediction, experts in experts.map { prefetchKey(layer: l, expert: $0, prediction) } }
+        let keys = hints.map { l, prediction, experts in
+            let importance = fallback == nil ? nil : expectedImportance(prediction)
+            return experts.map { prefetchKey(layer: l, expert: $0, importance: importance) }
+        }
         let named = Set(keys.joined())
         var requests: [ReadRequest] = []
         reading: for key in keys.joined() {
@@ -366,20 +369,27 @@ public final class OffloadedExpertProvider: ExpertProvider {
     }
 
     /// The copy of a predicted expert to read ahead: the one the layer will ask for. With
-    /// fallback, that is the low-precision copy when the expert is not resident at full
-    /// precision and its expected importance (the largest, over the batch's tokens, of its
-    /// gate probability over the token's top k's) is below the threshold.
-    private func prefetchKey(layer: Int, expert: Int, _ prediction: GatePrediction) -> ExpertKey {
+    /// fallback (`importance` given), that is the low-precision copy when the expert is not
+    /// resident at full precision and its expected importance is below the threshold.
+    private func prefetchKey(layer: Int, expert: Int, importance: [Float]?) -> ExpertKey {
         var key = ExpertKey(layer: layer, expert: expert)
-        guard let fallback, slotOf[key] == nil, loadingSlot[key] == nil else { return key }
-        var importance: Float = 0
+        guard let fallback, let importance, slotOf[key] == nil, loadingSlot[key] == nil else { return key }
+        if importance[expert] < fallback.threshold { key.precision = fallback.precision }
+        return key
+    }
+
+    /// Per expert, the routing weight the prediction expects it to get: the largest, over the
+    /// batch's tokens, of its gate probability over the token's top k's (the weights the
+    /// router renormalizes to).
+    private func expectedImportance(_ prediction: GatePrediction) -> [Float] {
+        var importance = [Float](repeating: 0, count: prediction.expertCount)
         for t in 0..<prediction.tokens {
             let p = prediction.probabilities(token: t)
             let top = p.sorted(by: >).prefix(layout.expertsPerToken).reduce(0, +)
-            if top > 0 { importance = max(importance, p[p.startIndex + expert] / top) }
+            guard top > 0 else { continue }
+            for (e, probability) in zip(importance.indices, p) { importance[e] = max(importance[e], probability / top) }
         }
-        if importance < fallback.threshold { key.precision = fallback.precision }
-        return key
+        return importance
     }
 
     private func beginLoad(_ key: ExpertKey, into slot: Int, consumer: Int?, requests: inout [ReadRequest]) {
