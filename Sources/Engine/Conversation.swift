@@ -50,6 +50,31 @@ public final class Conversation {
         messages = systemPrompt.map { [.system($0)] } ?? []
     }
 
+    /// The tokens whose keys and values the session holds, in order.
+    public var cachedTokens: [Int] { cached }
+
+    /// Saves the conversation (its messages, keys and values) to a session file, atomically.
+    public func save(to path: String) throws(SessionFileError) {
+        let saved = messages.map { SessionContents.Message(role: $0.role, content: $0.content) }
+        try SessionFile.save(session, to: path, contents: SessionContents(kind: "chat", messages: saved))
+    }
+
+    /// Replaces this conversation by one saved with `save(to:)`: its messages, and its keys
+    /// and values restored by `strategy` (every saved position: the next turn extends them).
+    /// On an error nothing of the saved conversation is taken and the session is empty.
+    public func resume(from saved: SavedSession, strategy: RestoreStrategy = .automatic) throws(SessionFileError) -> RestoreReport {
+        guard saved.contents.kind == "chat", let savedMessages = saved.contents.messages else {
+            throw SessionFileError(path: saved.path, problem: .wrongKind(saved: saved.contents.kind, wanted: "chat"))
+        }
+        try saved.check(against: session)
+        session.rewind(to: 0)
+        cached = []
+        let report = try session.restore(saved, positions: saved.count, strategy: strategy)
+        messages = savedMessages.map { ChatMessage(role: $0.role, content: $0.content) }
+        cached = saved.tokens
+        return report
+    }
+
     /// Result of one reply.
     public struct Reply: Sendable {
         public var text: String

@@ -12,6 +12,11 @@ public final class Session {
     private let workspace = Workspace()
     /// Largest batch evaluated at once; longer prompts run in chunks (as llama.cpp's ubatch).
     public var maxBatch = 512
+    /// Seconds per position of the last prompt-sized evaluation (at least
+    /// `Self.rateSampleTokens` tokens): what recomputing a restored prefix is estimated to
+    /// cost (`restore`). Nil until measured (or taken from a session file).
+    public var prefillSecondsPerPosition: Double?
+    static let rateSampleTokens = 16
 
     /// - Parameters:
     ///   - contextLength: positions the cache holds (at most the model's own).
@@ -58,6 +63,13 @@ public final class Session {
         }
         var result: [Float] = []
         var start = 0
+        let clock = ContinuousClock()
+        let began = clock.now
+        defer {
+            if tokens.count >= Self.rateSampleTokens && start == tokens.count {
+                prefillSecondsPerPosition = (clock.now - began).seconds / Double(tokens.count)
+            }
+        }
         while start < tokens.count {
             let end = min(start + maxBatch, tokens.count)
             let isLast = end == tokens.count

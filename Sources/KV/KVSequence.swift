@@ -160,6 +160,50 @@ public final class KVSequence: @unchecked Sendable {
         }
     }
 
+    // MARK: Restoring saved keys and values
+
+    /// Starts restoring `positions` positions into this empty sequence: allocates their
+    /// blocks without counting them. The caller then fills blocks from outside
+    /// (`storageOfBlock(at:)`, from a session file) and/or computes a head of them through the
+    /// model (whose batches reserve and commit as usual, in blocks already allocated), then
+    /// calls `finishRestore(tokens:)`. Nothing changes when it throws.
+    public func beginRestore(positions: Int) throws(KVError) {
+        precondition(count == 0 && pending == 0 && tableCount == 0, "a restore starts an empty sequence")
+        precondition(positions <= capacity, "restore past the sequence's capacity")
+        let needed = layout.blocks(forPositions: positions)
+        try pool.ensureAvailable(needed)
+        for _ in 0..<needed {
+            table[tableCount] = try pool.allocate()
+            tableCount += 1
+        }
+    }
+
+    /// The bytes of the `index`-th block of this sequence (`layout.blockBytes` of them), for
+    /// filling during a restore or for saving. Precondition: the block is not shared.
+    public func storageOfBlock(at index: Int) -> UnsafeMutableRawPointer {
+        precondition(index < tableCount)
+        return pool.base(of: Int(table[index]))
+    }
+
+    /// Ends a restore: positions `0..<tokens.count` now hold `tokens`' keys and values
+    /// (those computed through the model are already counted: they must be a prefix), and
+    /// their full blocks enter the prefix cache.
+    public func finishRestore(tokens restored: [Int]) {
+        precondition(pending == 0 && count <= restored.count && restored.count <= capacity)
+        precondition(layout.blocks(forPositions: restored.count) <= tableCount)
+        precondition(tokens.elementsEqual(restored.prefix(count)), "the computed head differs from the restored tokens")
+        pending = restored.count - count
+        tokens = restored
+        commit()
+        // Blocks allocated past the restored positions (none when the caller restored what it
+        // reserved) go back.
+        let keep = layout.blocks(forPositions: count)
+        while tableCount > keep {
+            tableCount -= 1
+            pool.release(table[tableCount])
+        }
+    }
+
     // MARK: Rows
 
     /// The key row of `layer` at `position` (reserved or filled), for writing.

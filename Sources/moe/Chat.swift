@@ -31,6 +31,8 @@ struct Chat: ParsableCommand {
     @Option(name: .customLong("system"), help: "A system prompt that starts the conversation.")
     var system: String?
 
+    @OptionGroup var sessionOptions: SessionOptions
+
     func validate() throws {
         guard tokens > 0 else { throw ValidationError("-n must be positive") }
     }
@@ -39,7 +41,8 @@ struct Chat: ParsableCommand {
         let model = try options.load()
         let metadata = model.weights.file.metadata
         let tokenizer = try runReporting { try Tokenizer(metadata: metadata) }
-        let session = try options.session(model)
+        let saved = try sessionOptions.openSaved()
+        let session = try options.session(model, defaultKVType: saved?.layout.type)
         let conversation: Conversation
         do {
             conversation = try Conversation(session: session, tokenizer: tokenizer, metadata: metadata,
@@ -50,6 +53,13 @@ struct Chat: ParsableCommand {
         }
         if conversation.usesFallbackTemplate {
             printError("note: the model has no chat template; using ChatML")
+        }
+        if let saved {
+            // The saved conversation goes on as it was (its own system prompt included).
+            let report = try runReporting { try conversation.resume(from: saved, strategy: sessionOptions.strategy()) }
+            let turns = conversation.messages.filter { $0.role != "system" }.count
+            printError(SessionOptions.describe(report, of: saved.count, unit: "positions") + ", \(turns) messages")
+            if system != nil { printError("note: --system is ignored: the resumed conversation has its own") }
         }
         installInterruptHandler()
         let interactive = isatty(STDIN_FILENO) == 1
@@ -90,6 +100,7 @@ struct Chat: ParsableCommand {
             replying.store(false, ordering: .relaxed)
             out.write(Data("\n".utf8))
             if reply.interrupted { printError("[stopped]") }
+            save(conversation)
             if reply.droppedMessages > 0 {
                 printError("[context full: dropped the \(reply.droppedMessages) oldest message(s)]")
             }
@@ -114,11 +125,34 @@ struct Chat: ParsableCommand {
             conversation.reset()
             sampler = Sampler(sampling.parameters)
             printError("[conversation reset]")
-        case "/save", "/load":
-            printError("error: \(parts[0]) needs saved sessions, which arrive with the paged KV manager")
+            save(conversation)
+        case "/save":
+            guard let path = parts.count > 1 ? parts[1] : sessionOptions.path else {
+                printError("error: /save FILE (or start with --session FILE)")
+                break
+            }
+            save(conversation, to: path)
+            printError("[saved to \(path)]")
+        case "/load":
+            guard parts.count > 1 else {
+                printError("error: /load FILE")
+                break
+            }
+            do {
+                let saved = try SessionFile.open(path: parts[1])
+                let report = try conversation.resume(from: saved, strategy: sessionOptions.strategy())
+                sampler = Sampler(sampling.parameters)
+                printError("[" + SessionOptions.describe(report, of: saved.count, unit: "positions") + "]")
+            } catch let error as SessionFileError {
+                printError("error: \(error.description) (the conversation goes on as it was)")
+            } catch {
+                printError("error: \(error)")
+            }
         case "/help":
             printError("""
             /reset        forget the conversation (the system prompt stays)
+            /save [FILE]  save the conversation (default: the --session file)
+            /load FILE    resume a saved conversation
             /exit         quit (Ctrl-D too)
             Ctrl-C        stop the current reply
             """)
@@ -126,6 +160,13 @@ struct Chat: ParsableCommand {
             printError("error: unknown command \(parts[0]) (/help lists them)")
         }
         return true
+    }
+
+    /// Saves the conversation to `path` (default: `--session`); a failure is reported and
+    /// the chat goes on (the previous file stays whole).
+    private func save(_ conversation: Conversation, to path: String? = nil) {
+        guard let path = path ?? sessionOptions.path else { return }
+        do { try conversation.save(to: path) } catch { printError("error: \(error.description)") }
     }
 }
 

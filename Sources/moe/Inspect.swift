@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import GGUF
 import Storage
 import Trace
@@ -44,6 +45,9 @@ func runReporting<T>(_ body: () throws -> T) throws -> T {
         printError("error: \(e)")
         throw ExitCode.failure
     } catch let e as RoutingRecordError {
+        printError("error: \(e.description)")
+        throw ExitCode.failure
+    } catch let e as SessionFileError {
         printError("error: \(e.description)")
         throw ExitCode.failure
     }

@@ -126,12 +126,13 @@ struct ModelOptions: ParsableArguments {
     /// `--ctx`, else min(model's, 4096); its KV pool has `--kv-type` blocks and is
     /// `--kv-memory` large (default: sized for the context). A type the model's heads do not
     /// fit, or a pool too small for the context, is one line with the figures.
-    func session(_ model: DecoderModel, context: Int? = nil) throws -> Session {
-        let type = try kv.type()
+    /// `defaultKVType` is the block type when `--kv-type` is not given (a resumed session's).
+    func session(_ model: DecoderModel, context: Int? = nil, defaultKVType: KVType? = nil) throws -> Session {
+        let type = kv.kvType == nil ? defaultKVType ?? .f16 : try kv.type()
         let memory = try kv.memoryBytes()
         let trained = model.hyperParameters.contextLength
         let positions = min(context ?? contextLength ?? min(trained, 4096), trained)
-        guard kv.isGiven || offload.stats else {
+        guard kv.isGiven || offload.stats || type != .f16 else {
             return Session(model: model, contextLength: positions, threads: threads)
         }
         do { try model.checkKVType(type) } catch {
