@@ -118,6 +118,7 @@ final class BlockLoader: @unchecked Sendable {
         /// Blocks loadStart... are loaded or being loaded.
         var loadStart: Int
         var loadedBlocks = 0
+        /// Seconds from the loader's start to its last finished chunk.
         var loadSeconds = 0.0
         var stopped = false
         var outcome = Outcome()
@@ -172,51 +173,84 @@ final class BlockLoader: @unchecked Sendable {
         }
     }
 
+    /// Reads each block straight into its place in the pool (one request per block, two
+    /// chunks in flight: the next chunk is read while the last one's checksums are checked);
+    /// every read completes before `run` returns, since each targets the pool.
     func run() {
         defer { finished.signal() }
-        let buffer: AlignedBuffer
-        do { buffer = try AlignedBuffer(byteCount: min(chunkBlocks, destinations.count) * blockBytes) } catch {
-            frontier.withLock { $0.outcome.error = SessionFileError(path: saved.path, problem: .readFailed("\(error)")) }
-            return
-        }
+        let backend = saved.backend
         let clock = ContinuousClock()
+        let started = clock.now
+        var inFlight: [Range<Int>] = []
+        var outcomes: [Int: StorageError?] = [:]
+        var failed = false
         while true {
-            let claim: Range<Int>? = frontier.withLock { f in
-                let floor = (f.computeEnd + blockSize - 1) / blockSize
-                guard !f.stopped, f.outcome.error == nil, f.loadStart > floor else { return nil }
-                let low = max(floor, f.loadStart - chunkBlocks)
-                defer { f.loadStart = low }
-                return low..<f.loadStart
+            while !failed && inFlight.count < 2, let claim = claimLoadChunk() {
+                let requests = claim.map { block in
+                    ReadRequest(offset: saved.payloadOffset + UInt64(block * blockBytes), length: blockBytes,
+                                destination: destinations[block], tag: UInt64(block))
+                }
+                do { try backend.submit(requests) } catch {
+                    // A batch that fails validation starts nothing; a ring that fails
+                    // completes nothing more. Earlier chunks still drain below.
+                    fail(.readFailed("\(error)"))
+                    failed = true
+                    break
+                }
+                inFlight.append(claim)
             }
-            guard let claim else { return }
-            let started = clock.now
-            let bytes = claim.count * blockBytes
-            do {
-                try saved.backend.read(into: UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: bytes),
-                                       at: saved.payloadOffset + UInt64(claim.lowerBound * blockBytes))
-            } catch {
-                frontier.withLock { $0.outcome.error = SessionFileError(path: saved.path, problem: .readFailed("\(error)")) }
-                return
-            }
-            for (k, block) in claim.enumerated() {
-                let source = UnsafeRawBufferPointer(start: buffer.baseAddress + k * blockBytes, count: blockBytes)
-                var crc = CRC32()
-                crc.update(source)
-                guard crc.value == saved.checksums[block] else {
-                    let first = block * blockSize
-                    let problem = SessionFileError.Problem.blockChecksumMismatch(
-                        block: block, positions: first..<min(first + blockSize, saved.count))
-                    frontier.withLock { $0.outcome.error = SessionFileError(path: saved.path, problem: problem) }
+            guard let claim = inFlight.first else { return }
+            while !claim.allSatisfy({ outcomes[$0] != nil }) {
+                do {
+                    for c in try backend.reap(minimum: 1) { outcomes[Int(c.tag)] = .some(c.error) }
+                } catch {
+                    // The backend itself failed: nothing more will complete.
+                    fail(.readFailed("\(error)"))
                     return
                 }
-                destinations[block].copyMemory(from: source.baseAddress!, byteCount: blockBytes)
             }
-            let seconds = (clock.now - started).seconds
+            inFlight.removeFirst()
+            let errors = claim.compactMap { outcomes.removeValue(forKey: $0)! }
+            if failed { continue }  // drain
+            if let error = errors.first {
+                fail(.readFailed(error.description))
+                failed = true
+                continue
+            }
+            for block in claim {
+                var crc = CRC32()
+                crc.update(UnsafeRawBufferPointer(start: destinations[block], count: blockBytes))
+                guard crc.value == saved.checksums[block] else {
+                    let first = block * blockSize
+                    fail(.blockChecksumMismatch(block: block, positions: first..<min(first + blockSize, saved.count)))
+                    failed = true
+                    break
+                }
+            }
+            if failed { continue }
+            let elapsed = (clock.now - started).seconds
             frontier.withLock { f in
                 f.loadedBlocks += claim.count
-                f.loadSeconds += seconds
-                f.outcome.bytesRead += bytes
+                f.loadSeconds = elapsed
+                f.outcome.bytesRead += claim.count * blockBytes
             }
+        }
+    }
+
+    /// The next blocks to read, from the top down, not below what the model computes.
+    private func claimLoadChunk() -> Range<Int>? {
+        frontier.withLock { f in
+            let floor = (f.computeEnd + blockSize - 1) / blockSize
+            guard !f.stopped, f.outcome.error == nil, f.loadStart > floor else { return nil }
+            let low = max(floor, f.loadStart - chunkBlocks)
+            defer { f.loadStart = low }
+            return low..<f.loadStart
+        }
+    }
+
+    private func fail(_ problem: SessionFileError.Problem) {
+        frontier.withLock { f in
+            if f.outcome.error == nil { f.outcome.error = SessionFileError(path: saved.path, problem: problem) }
         }
     }
 }

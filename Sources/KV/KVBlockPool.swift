@@ -85,8 +85,9 @@ public final class KVBlockPool: @unchecked Sendable {
         self.layout = layout
         self.owner = owner
         capacity = blocks
-        // Large allocations are mmap'd by malloc: untouched blocks take no memory.
-        storage = .allocate(byteCount: blocks * layout.blockBytes, alignment: 64)
+        // Large allocations are mmap'd by malloc: untouched blocks take no memory. Page
+        // alignment lets a session's blocks be read straight into the pool with O_DIRECT.
+        storage = .allocate(byteCount: blocks * layout.blockBytes, alignment: 4096)
         refCounts = Array(repeating: 0, count: blocks)
         freeList = (0..<Int32(blocks)).reversed()
         cached = Array(repeating: nil, count: blocks)

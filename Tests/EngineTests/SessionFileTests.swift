@@ -186,6 +186,26 @@ struct SessionFileTests {
         }
     }
 
+    @Test("an I/O error or a file cut short while loading: a clear error, an empty session",
+          arguments: [InjectedFault.eio, .truncate(fileSize: 8192)])
+    func faultsWhileLoading(fault: InjectedFault) throws {
+        try Self.withSavedFile { model, path, _ in
+            let backend = FaultInjectingBackend(wrapping: try StorageFile.open(path: path, direct: false)) { request, _ in
+                request.offset >= 4096 + 24576 ? fault : .none  // blocks 1 and 2
+            }
+            let saved = try SessionFile.open(path: path, backend: backend)
+            let session = try Self.freshSession(model)
+            #expect {
+                _ = try session.restore(saved, positions: 40, strategy: .load, loadChunkBytes: 24576)
+            } throws: { error in
+                let text = "\(error)"
+                return text.hasPrefix("session \(path): ") && (text.contains("Input/output error") || text.contains("runs past its end"))
+            }
+            #expect(session.position == 0 && session.cache.blocks.isEmpty)
+            #expect(backend.pending == 0, "a read still in flight after the restore returned")
+        }
+    }
+
     @Test("a corrupted header, a truncated file, a file of something else")
     func corruptedHeaderAndTruncation() throws {
         try Self.withSavedFile { _, path, bytes in
