@@ -203,9 +203,11 @@ public enum SessionFile {
         guard nameBytes <= maximumNameBytes, applicationBytes <= maximumApplicationBytes else {
             throw fail(.corruptHeader("a name of \(nameBytes) bytes or contents of \(applicationBytes) bytes"))
         }
+        // Bounds that keep every product below overflow and the layout's preconditions.
         guard layers > 0, layers <= 4096, keyWidth > 0, valueWidth > 0, keyWidth <= 1 << 20, valueWidth <= 1 << 20,
-              blockSize > 0, blockSize <= 4096, blockSize & (blockSize - 1) == 0 else {
-            throw fail(.corruptHeader("layout of \(layers) layers, widths \(keyWidth)/\(valueWidth), blocks of \(blockSize)"))
+              keyWidth % type.groupSize == 0, valueWidth % type.groupSize == 0,
+              blockSize > 0, blockSize <= 4096, blockSize & (blockSize - 1) == 0, positions <= 1 << 28 else {
+            throw fail(.corruptHeader("layout of \(layers) layers, widths \(keyWidth)/\(valueWidth), blocks of \(blockSize), \(positions) positions"))
         }
         let layout = KVLayout(layers: layers, keyWidth: keyWidth, valueWidth: valueWidth, blockSize: blockSize, type: type)
         guard layout.blockBytes == blockBytes, blocks == layout.blocks(forPositions: positions) else {
@@ -215,7 +217,11 @@ public enum SessionFile {
         guard payload % payloadAlignment == 0, payload >= headerBytes + 4 else {
             throw fail(.corruptHeader("payload offset \(payload)"))
         }
-        let expected = UInt64(payload) + UInt64(blocks) * UInt64(blockBytes)
+        let (payloadBytes, overflow) = UInt64(blocks).multipliedReportingOverflow(by: UInt64(blockBytes))
+        guard !overflow, payloadBytes <= UInt64(Int.max / 2) else {
+            throw fail(.corruptHeader("\(blocks) blocks of \(blockBytes) bytes"))
+        }
+        let expected = UInt64(payload) + payloadBytes
         guard size == expected else {
             throw size < expected ? fail(.truncated(size: size, needed: expected)) : fail(.corruptHeader("\(size) bytes where the header says \(expected)"))
         }

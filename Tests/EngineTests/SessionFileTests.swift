@@ -235,6 +235,37 @@ struct SessionFileTests {
         }
     }
 
+    @Test("hostile headers (fields at extremes, checksum recomputed) are errors, never crashes")
+    func hostileHeaders() throws {
+        try Self.withSavedFile { model, path, bytes in
+            // The header checksum follows the name, tokens, contents and block checksums.
+            func u32(_ o: Int) -> Int { Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt32.self) }) }
+            let crcOffset = 80 + u32(64) + 4 * u32(56) + u32(68) + 4 * u32(60)
+            #expect(CRC32.checksum(Array(bytes[..<crcOffset])) == bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: crcOffset, as: UInt32.self) })
+            // Every field but the model file's size (24..<32: for messages only; the
+            // fingerprint identifies the model).
+            for field in stride(from: 12, to: 72, by: 4) where !(24..<32).contains(field) {
+                for value: UInt32 in [0, 1, 3, 0x7FFF_FFFF, 0xFFFF_FFFF] where value != UInt32(u32(field)) {
+                    var bad = bytes
+                    withUnsafeBytes(of: value.littleEndian) { for (i, b) in $0.enumerated() { bad[field + i] = b } }
+                    withUnsafeBytes(of: CRC32.checksum(Array(bad[..<crcOffset])).littleEndian) {
+                        for (i, b) in $0.enumerated() { bad[crcOffset + i] = b }
+                    }
+                    try Self.write(bad, to: path)
+                    do {
+                        let saved = try SessionFile.open(path: path)
+                        let session = try Self.freshSession(model)
+                        try saved.check(against: session)
+                        _ = try session.restore(saved, positions: saved.count, strategy: .load)
+                    } catch is SessionFileError {
+                        continue
+                    }
+                    Issue.record("field \(field) = \(value) accepted")
+                }
+            }
+        }
+    }
+
     @Test("another model, another KV type, a context too small: refused with what to do")
     func mismatches() throws {
         try Self.withSavedFile { model, path, _ in
