@@ -4,10 +4,12 @@
 #   tools/bench-prefetch.sh [options] [PACK.gguf]
 #     --caps "800M 1200M"  memory caps (page cache included; ../shared/tools/memlimit)
 #     --headroom BYTES     cap minus this is --expert-memory (default 320M, as bench-offload.sh)
+#     --budget BYTES       --expert-memory at every cap instead (e.g. 128M: where the disk is the limit)
 #     -n N                 tokens decoded per run (default 32)
 #     --rounds N           rounds; each runs every mode once, in turn (default 3)
 #     --modes "..."        modes to run (default: ondemand gate adaptive near fallback-q4_0
-#                          fallback-q2_K adaptive+q2_K)
+#                          fallback-q2_K adaptive+q2_K); fallback-TYPE@W and MODE+TYPE@W set
+#                          --fallback-threshold W (default 1/k)
 #
 # Default PACK: .build-bench/bench-qwen3moe.q8_0.lp.pack.gguf, a pack of the benchmark file
 # with Q4_0 and Q2_K copies of every expert (made with `moe pack --low-precision q4_0,q2_K`
@@ -19,17 +21,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
 
-caps="800M 1200M"; headroom=320M; gen=32; rounds=3
+caps="800M 1200M"; headroom=320M; budget_given=; gen=32; rounds=3
 modes="ondemand gate adaptive near fallback-q4_0 fallback-q2_K adaptive+q2_K"
 pack=.build-bench/bench-qwen3moe.q8_0.lp.pack.gguf
 while [ $# -gt 0 ]; do
     case "$1" in
         --caps) caps=$2; shift 2 ;;
         --headroom) headroom=$2; shift 2 ;;
+        --budget) budget_given=$2; shift 2 ;;
         -n) gen=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --modes) modes=$2; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) pack=$1; shift ;;
     esac
 done
@@ -49,11 +52,13 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 flags() {  # mode -> moe flags
-    case "$1" in
+    local mode=${1%@*} threshold=
+    [ "$mode" != "$1" ] && threshold="--fallback-threshold ${1#*@}"
+    case "$mode" in
         ondemand) echo "--prefetch none" ;;
-        gate|adaptive|near) echo "--prefetch $1" ;;
-        fallback-*) echo "--prefetch none --fallback-type ${1#fallback-}" ;;
-        *+*) echo "--prefetch ${1%+*} --fallback-type ${1#*+}" ;;
+        gate|adaptive|near|path) echo "--prefetch $mode" ;;
+        fallback-*) echo "--prefetch none --fallback-type ${mode#fallback-} $threshold" ;;
+        *+*) echo "--prefetch ${mode%+*} --fallback-type ${mode#*+} $threshold" ;;
         *) echo "bench-prefetch: unknown mode $1" >&2; exit 1 ;;
     esac
 }
@@ -66,10 +71,10 @@ print(g("decode_tokens_per_second"), g("expert_hit_rate"), g("prediction_recall"
       g("io_stall_ms_per_token"), g("expert_bytes_read_per_token"), g("low_precision_share"))' "$tmp/out"
 }
 
-printf '\n%s, decode %s tokens, %s rounds (medians)\n' "$(basename "$pack")" "$gen" "$rounds"
+printf '\n%s, decode %s tokens, %s rounds (medians)%s\n' "$(basename "$pack")" "$gen" "$rounds" "${budget_given:+, --expert-memory $budget_given}"
 printf '%-6s %-14s %8s %8s %6s %8s %9s %9s %8s %7s\n' cap mode "tg" "vs od" "hit %" "recall %" "precis. %" "stall ms" "MiB/tok" "low %"
 for cap in $caps; do
-    budget=$(( $(numfmt --from=iec "$cap") - $(numfmt --from=iec "$headroom") ))
+    budget=${budget_given:-$(( $(numfmt --from=iec "$cap") - $(numfmt --from=iec "$headroom") ))}
     declare -A tg=() hit=() rec=() pre=() st=() bpt=() low=()
     for ((r = 1; r <= rounds; r++)); do
         for m in $modes; do
