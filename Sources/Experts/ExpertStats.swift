@@ -28,6 +28,9 @@ public final class ExpertStats {
     public internal(set) var copiesMade = 0
     public internal(set) var copySeconds = 0.0
     public internal(set) var madeCopyUses = 0
+    /// Of `copiesMade`, those made while reads were in flight (off the critical path); the
+    /// rest were made just before their expert's slot was reused, delaying that read.
+    public internal(set) var copiesMadeWhileWaiting = 0
     /// Every expert use (hits and misses, both precisions).
     public var expertUses: Int { totalHits + totalMisses }
     public internal(set) var bytesRead: UInt64 = 0
@@ -103,6 +106,7 @@ public final class ExpertStats {
         copiesMade = 0
         copySeconds = 0
         madeCopyUses = 0
+        copiesMadeWhileWaiting = 0
     }
 
     /// A readable report (several lines, no trailing newline).
@@ -119,9 +123,9 @@ public final class ExpertStats {
             var line = String(format: "precision fallback: %d of %d expert uses from low-precision copies (%.1f%%)",
                               lowPrecisionUses, lookups, 100 * Double(lowPrecisionUses) / Double(max(lookups, 1)))
             if copiesMade > 0 {
-                line += String(format: ", %d from copies made in memory, %d from copies read (%@); %d copies made in %.1f ms (%.2f ms each)",
+                line += String(format: ", %d from copies made in memory, %d from copies read (%@); %d copies made in %.1f ms (%.2f ms each, %d while waiting for reads)",
                                madeCopyUses, lowPrecisionUses - madeCopyUses, formatBytes(lowPrecisionBytesRead),
-                               copiesMade, 1000 * copySeconds, 1000 * copySeconds / Double(copiesMade))
+                               copiesMade, 1000 * copySeconds, 1000 * copySeconds / Double(copiesMade), copiesMadeWhileWaiting)
             } else {
                 line += ", \(formatBytes(lowPrecisionBytesRead)) of them read"
             }

@@ -20,10 +20,11 @@ import Storage
 /// smaller to read and to hold (it lives in the pool's second class of slots); an expert
 /// resident at full precision is always used as it is. The copies come from a pack, read
 /// like the experts, or, for a type the file does not hold, are made in memory: an expert
-/// read at full precision is quantized into a copy while the provider waits for other reads,
-/// if a class-1 slot is free or it has been selected more often than the copy the policy
-/// would evict (Fate's popularity-aware choice). Such a copy is used only while resident;
-/// without one a missing expert is read at full precision.
+/// read at full precision is quantized into a copy while the provider waits for other reads
+/// (or, failing that, just before its slot is reused), if a class-1 slot is free or it has
+/// been selected more often than the copy the policy would evict (Fate's popularity-aware
+/// choice). Such a copy is used only while resident; without one a missing expert is read
+/// at full precision.
 public final class OffloadedExpertProvider: ExpertProvider {
     public let layout: ExpertLayout
     public let pool: ExpertPool
@@ -567,7 +568,10 @@ public final class OffloadedExpertProvider: ExpertProvider {
     private func makeOnePendingCopy() {
         while !pendingCopies.isEmpty {
             let (key, slot) = pendingCopies.removeFirst()
-            if makeCopy(of: key, from: slot) { return }
+            if makeCopy(of: key, from: slot) {
+                stats.copiesMadeWhileWaiting += 1
+                return
+            }
         }
     }
 
