@@ -1,3 +1,4 @@
+import GGUF
 import Models
 
 /// Why expert offloading could not be set up or continue.
@@ -9,6 +10,16 @@ public enum ExpertError: Error, Equatable, CustomStringConvertible {
     case budgetTooSmall(budget: Int, minimum: Int, expertBytes: Int, lowCopyBytes: Int = 0)
     /// Memory left for experts once the rest is loaded is below the minimum.
     case notEnoughMemory(available: Int, minimum: Int)
+    /// `--fallback-type` names no type, or one the quantizer or the kernels do not support
+    /// (`supported`: the names that work).
+    case unsupportedFallbackType(String, supported: [String])
+    /// The copies' type cannot hold `matrix`: its rows of `rowLength` values are not a whole
+    /// number of the type's blocks (K-quants: 256 values).
+    case fallbackTypeCannotHoldRows(type: GGMLType, matrix: String, rowLength: Int)
+    /// Every expert matrix already has the copies' type: a copy would repeat the weights.
+    case fallbackTypeIsNative(GGMLType, path: String)
+    /// The model's expert matrices have a type that cannot be expanded to make a copy from.
+    case fallbackSourceUnsupported(GGMLType, matrix: String)
 
     public var description: String {
         switch self {
@@ -22,6 +33,18 @@ public enum ExpertError: Error, Equatable, CustomStringConvertible {
         case let .notEnoughMemory(available, minimum):
             return "only \(formatBytes(available)) of memory is left for experts; at least \(formatBytes(minimum)) is needed "
                 + "(set --expert-memory, or free memory)"
+        case let .unsupportedFallbackType(name, supported):
+            return "--fallback-type \(name) is not a type precision fallback can make copies in (supported: "
+                + supported.joined(separator: ", ") + ")"
+        case let .fallbackTypeCannotHoldRows(type, matrix, rowLength):
+            return "--fallback-type \(type.name) cannot hold \(matrix): its rows of \(rowLength) values are not a whole number of "
+                + "\(type.name) blocks of \(type.blockSize) (choose a type with smaller blocks, e.g. q4_0)"
+        case let .fallbackTypeIsNative(type, path):
+            return "--fallback-type \(type.name) is already the type of every expert matrix in \(path): a copy would repeat "
+                + "the weights (choose a smaller type, e.g. q2_K)"
+        case let .fallbackSourceUnsupported(type, matrix):
+            return "cannot make low-precision copies of \(matrix): its type \(type.name) cannot be expanded; "
+                + "make a pack with them instead (moe pack --low-precision)"
         }
     }
 }

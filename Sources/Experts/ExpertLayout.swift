@@ -33,6 +33,7 @@ public struct ExpertSlice: Sendable, Equatable {
     public var type: GGMLType
     public var rows: Int
     public var columns: Int
+    /// For a copy made in memory (`ExpertLayout.isInFile` false): the offset within the copy.
     public var fileOffset: UInt64
     public var byteCount: Int
 }
@@ -44,13 +45,17 @@ public struct ExpertLayout: Sendable {
     public let layers: [Int]
     public let expertCount: Int
     public let expertsPerToken: Int
-    /// Precision names: "native" first, then the low-precision copies of a pack.
-    public let precisions: [String]
+    /// Precision names: "native" first, then the low-precision copies of a pack, then those
+    /// made in memory (`addingMemoryCopies`).
+    public private(set) var precisions: [String]
+    /// Precisions whose copies are in the file: the native one and a pack's copies. Later
+    /// ones are made in memory from the native weights, never read.
+    public private(set) var filePrecisionCount: Int
     public let isPacked: Bool
     /// Names of the tensors that hold expert weights (not read at start-up).
     public let expertTensorNames: Set<String>
     /// [precision][layer position][expert] → gate, up, down.
-    private let slices: [[[[ExpertSlice]]]]
+    private var slices: [[[[ExpertSlice]]]]
     private let layerPosition: [Int: Int]
 
     /// The gate, up and down slices of `expert` in `layer` at `precision`.
@@ -59,6 +64,50 @@ public struct ExpertLayout: Sendable {
     }
 
     public func hasExperts(layer: Int) -> Bool { layerPosition[layer] != nil }
+
+    /// Whether `precision`'s copies are read from the file (false: made in memory).
+    public func isInFile(precision: Int) -> Bool { precision < filePrecisionCount }
+
+    /// Types copies made in memory can have: what the quantizer writes and the kernels multiply.
+    public static var memoryCopyTypes: [GGMLType] {
+        GGMLType.allCases.filter { Quantize.supports($0) && MatMul.supports($0) }
+    }
+
+    /// This layout with one more precision: copies of every expert in `type`, made in memory
+    /// by expanding the native rows to F32 and quantizing them (as `moe pack` makes a
+    /// pack's), gate, up and down back to back. Checks that every native matrix can be
+    /// expanded and that `type`'s blocks divide every row.
+    public func addingMemoryCopies(_ type: GGMLType, path: String) throws(ExpertError) -> ExpertLayout {
+        guard Self.memoryCopyTypes.contains(type) else {
+            throw .unsupportedFallbackType(type.name, supported: Self.memoryCopyTypes.map(\.name))
+        }
+        let parts = ["gate", "up", "down"]
+        var allNative = true
+        for layer in layers {
+            for (part, slice) in zip(parts, slices(layer: layer, expert: 0)) {
+                let matrix = "blk.\(layer).ffn_\(part)_exps.weight"
+                guard Dequantize.supports(slice.type) else { throw .fallbackSourceUnsupported(slice.type, matrix: matrix) }
+                guard slice.columns % type.blockSize == 0 else {
+                    throw .fallbackTypeCannotHoldRows(type: type, matrix: matrix, rowLength: slice.columns)
+                }
+                allNative = allNative && slice.type == type
+            }
+        }
+        if allNative { throw .fallbackTypeIsNative(type, path: path) }
+        var copy = self
+        copy.precisions.append(type.name)
+        copy.slices.append(slices[0].map { experts in
+            experts.map { native in
+                var offset = 0
+                return native.map { s in
+                    let bytes = type.byteCount(rows: s.rows, columns: s.columns)
+                    defer { offset += bytes }
+                    return ExpertSlice(type: type, rows: s.rows, columns: s.columns, fileOffset: UInt64(offset), byteCount: bytes)
+                }
+            }
+        })
+        return copy
+    }
 
     /// Bytes of weights of one expert (largest over layers) at `precision`.
     public func expertBytes(precision: Int = 0) -> Int {
@@ -139,6 +188,7 @@ public struct ExpertLayout: Sendable {
                 all.append(perLayer)
             }
             slices = all
+            filePrecisionCount = all.count
             expertTensorNames = tensorNames
         } else {
             isPacked = false
@@ -177,6 +227,7 @@ public struct ExpertLayout: Sendable {
             guard !ls.isEmpty else { throw .missingTensor("blk.0.ffn_gate_exps.weight") }
             layers = ls
             slices = [perLayer]
+            filePrecisionCount = 1
             expertTensorNames = tensorNames
         }
         var positions: [Int: Int] = [:]

@@ -22,6 +22,15 @@ public final class ExpertStats {
     /// of such copies read (counted in `bytesRead` too).
     public internal(set) var lowPrecisionUses = 0
     public internal(set) var lowPrecisionBytesRead: UInt64 = 0
+    /// Copies made in memory (quantized from experts read at full precision), the seconds
+    /// that took, and the expert uses computed from such copies (counted in
+    /// `lowPrecisionUses` too; the rest of those are copies read from a pack).
+    public internal(set) var copiesMade = 0
+    public internal(set) var copySeconds = 0.0
+    public internal(set) var madeCopyUses = 0
+    /// Of `copiesMade`, those made while reads were in flight (off the critical path); the
+    /// rest were made just before their expert's slot was reused, delaying that read.
+    public internal(set) var copiesMadeWhileWaiting = 0
     /// Every expert use (hits and misses, both precisions).
     public var expertUses: Int { totalHits + totalMisses }
     public internal(set) var bytesRead: UInt64 = 0
@@ -94,6 +103,10 @@ public final class ExpertStats {
         predictionByLayer = [:]
         lowPrecisionUses = 0
         lowPrecisionBytesRead = 0
+        copiesMade = 0
+        copySeconds = 0
+        madeCopyUses = 0
+        copiesMadeWhileWaiting = 0
     }
 
     /// A readable report (several lines, no trailing newline).
@@ -106,10 +119,17 @@ public final class ExpertStats {
                                 100 * predictionRecall, 100 * predictionPrecision, prefetchesIssued, prefetchesUsed,
                                 inFlightHits, prefetchesWasted))
         }
-        if lowPrecisionUses > 0 {
-            lines.append(String(format: "precision fallback: %d of %d expert uses from low-precision copies (%.1f%%), %@ of them read",
-                                lowPrecisionUses, lookups, 100 * Double(lowPrecisionUses) / Double(max(lookups, 1)),
-                                formatBytes(lowPrecisionBytesRead)))
+        if lowPrecisionUses > 0 || copiesMade > 0 {
+            var line = String(format: "precision fallback: %d of %d expert uses from low-precision copies (%.1f%%)",
+                              lowPrecisionUses, lookups, 100 * Double(lowPrecisionUses) / Double(max(lookups, 1)))
+            if copiesMade > 0 {
+                line += String(format: ", %d from copies made in memory, %d from copies read (%@); %d copies made in %.1f ms (%.2f ms each, %d while waiting for reads)",
+                               madeCopyUses, lowPrecisionUses - madeCopyUses, formatBytes(lowPrecisionBytesRead),
+                               copiesMade, 1000 * copySeconds, 1000 * copySeconds / Double(copiesMade), copiesMadeWhileWaiting)
+            } else {
+                line += ", \(formatBytes(lowPrecisionBytesRead)) of them read"
+            }
+            lines.append(line)
         }
         if perLayer && selected > 0 {
             let cells = predictionByLayer.keys.sorted().map { l -> String in

@@ -16,9 +16,15 @@ import Storage
 /// simply free again).
 ///
 /// With precision fallback (HOBBIT's token-level dynamic loading), a missing expert whose
-/// routing weight is below a threshold is computed from its low-precision copy in a pack,
-/// which is smaller to read and to hold (it lives in the pool's second class of slots); an
-/// expert resident at full precision is always used as it is.
+/// routing weight is below a threshold is computed from its low-precision copy, which is
+/// smaller to read and to hold (it lives in the pool's second class of slots); an expert
+/// resident at full precision is always used as it is. The copies come from a pack, read
+/// like the experts, or, for a type the file does not hold, are made in memory: an expert
+/// read at full precision is quantized into a copy while the provider waits for other reads
+/// (or, failing that, just before its slot is reused), if a class-1 slot is free or it has
+/// been selected more often than the copy the policy would evict (Fate's popularity-aware
+/// choice). Such a copy is used only while resident; without one a missing expert is read
+/// at full precision.
 public final class OffloadedExpertProvider: ExpertProvider {
     public let layout: ExpertLayout
     public let pool: ExpertPool
@@ -36,6 +42,16 @@ public final class OffloadedExpertProvider: ExpertProvider {
     private var slotOf: [ExpertKey: Int] = [:]
     /// Where each matrix of a slot's expert starts, as offsets into the slot.
     private var sliceOffsets: [[Int]]
+    /// Per slot: whether it holds a copy made in memory (not read).
+    private var madeInMemory: [Bool]
+    /// Experts read at full precision whose copies are to be made in memory, oldest first,
+    /// with their slots: made while waiting for reads, or at the latest when the slot is
+    /// about to be reused.
+    private var pendingCopies: [(key: ExpertKey, slot: Int)] = []
+    /// Selections of each expert (keyed at precision 0), to choose which copies to keep.
+    private var selections: [ExpertKey: Int] = [:]
+    /// F32 rows for expanding a native matrix while making a copy.
+    private var copyRow: UnsafeMutableBufferPointer<Float>
 
     /// The reads of one expert being loaded into a slot.
     private struct Load {
@@ -79,7 +95,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
         /// Experts whose routing weight (the largest any token of the batch gives them) is
         /// below this fall back.
         public var threshold: Float
-        /// The pack precision of the copies (an index into `ExpertLayout.precisions`, > 0).
+        /// The precision of the copies (an index into `ExpertLayout.precisions`, > 0): a
+        /// pack's, read from the file, or one made in memory (`ExpertLayout.addingMemoryCopies`).
         public var precision: Int
 
         public init(threshold: Float, precision: Int) {
@@ -87,7 +104,9 @@ public final class OffloadedExpertProvider: ExpertProvider {
             self.precision = precision
         }
     }
-    public let fallback: Fallback?
+    public internal(set) var fallback: Fallback?
+    /// Whether the copies are made in memory (their precision is not in the file).
+    public var makesCopies: Bool { fallback.map { !layout.isInFile(precision: $0.precision) } ?? false }
 
     /// - Parameter fallback: needs a pool with a second class of slots, sized for the copies.
     public init(layout: ExpertLayout, pool: ExpertPool, policy: any ExpertCachePolicy, backend: any StorageBackend,
@@ -108,6 +127,9 @@ public final class OffloadedExpertProvider: ExpertProvider {
         pins = Array(repeating: 0, count: pool.slotCount)
         freeSlots = pool.classCounts.indices.map { Array(pool.slots(ofClass: $0).reversed()) }
         sliceOffsets = Array(repeating: [], count: pool.slotCount)
+        madeInMemory = Array(repeating: false, count: pool.slotCount)
+        let widest = layout.layers.flatMap { layout.slices(layer: $0, expert: 0) }.map(\.columns).max() ?? 0
+        copyRow = .allocate(capacity: fallback != nil && !layout.isInFile(precision: fallback!.precision) ? widest : 0)
         do {
             try backend.registerBuffers([pool.memory.bytes])
         } catch let e as StorageError {
@@ -116,6 +138,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
             throw .invalidRequest("registering the expert pool: \(error)")
         }
     }
+
+    deinit { copyRow.deallocate() }
 
     public func beginBatch(tokens: Int) {
         if batchTokens == 1, pass.layers > 0, let first = pass.firstEntry, let last = pass.lastExit {
@@ -240,11 +264,19 @@ public final class OffloadedExpertProvider: ExpertProvider {
         // The copy each position is computed from.
         var keys: [ExpertKey] = []
         keys.reserveCapacity(experts.count)
+        let makesCopies = makesCopies
         for (position, e) in experts.enumerated() {
             var key = ExpertKey(layer: layer, expert: e)
+            if makesCopies { selections[key, default: 0] += 1 }
             if let fallback, slotOf[key] == nil, loadingSlot[key] == nil, importance[position] < fallback.threshold {
-                key.precision = fallback.precision
-                stats.lowPrecisionUses += 1
+                // A copy made in memory is used only while resident: there is none to read.
+                let copy = ExpertKey(layer: layer, expert: e, precision: fallback.precision)
+                let resident = slotOf[copy]
+                if resident != nil || !makesCopies {
+                    key = copy
+                    stats.lowPrecisionUses += 1
+                    if let resident, madeInMemory[resident] { stats.madeCopyUses += 1 }
+                }
             }
             keys.append(key)
             if unusedPrefetches.remove(key) != nil { stats.prefetchesUsed += 1 }
@@ -374,7 +406,9 @@ public final class OffloadedExpertProvider: ExpertProvider {
     private func prefetchKey(layer: Int, expert: Int, importance: [Float]?) -> ExpertKey {
         var key = ExpertKey(layer: layer, expert: expert)
         guard let fallback, let importance, slotOf[key] == nil, loadingSlot[key] == nil else { return key }
-        if importance[expert] < fallback.threshold { key.precision = fallback.precision }
+        // A copy made in memory is never read: ahead of a layer that will fall back to it, it
+        // is resident (nothing to read) or missing (the expert is read at full precision).
+        if importance[expert] < fallback.threshold && !makesCopies { key.precision = fallback.precision }
         return key
     }
 
@@ -393,9 +427,11 @@ public final class OffloadedExpertProvider: ExpertProvider {
     }
 
     private func beginLoad(_ key: ExpertKey, into slot: Int, consumer: Int?, requests: inout [ReadRequest]) {
+        precondition(layout.isInFile(precision: key.precision), "\(key) is made in memory, not read")
         let slices = layout.slices(layer: key.layer, expert: key.expert, precision: key.precision)
         let plan = ReadPlan(slices, fileSize: fileSize)
         occupant[slot] = key
+        madeInMemory[slot] = false
         pins[slot] += 1  // the read's own hold, dropped when it lands
         if consumer != nil { pins[slot] += 1 }  // the computation's hold
         sliceOffsets[slot] = plan.sliceOffsets
@@ -428,6 +464,11 @@ public final class OffloadedExpertProvider: ExpertProvider {
             return pins[s] == 0 && !sparing.contains(k) && (k.precision == 0 ? 0 : 1) == slotClass
         }
         guard let victim, let slot = slotOf[victim], pins[slot] == 0 else { return nil }
+        if let i = pendingCopies.firstIndex(where: { $0.slot == slot }) {
+            // The last chance to make this expert's copy: its slot is about to be overwritten.
+            let pending = pendingCopies.remove(at: i)
+            makeCopy(of: pending.key, from: slot)
+        }
         slotOf[victim] = nil
         occupant[slot] = nil
         policy.didRemove(victim)
@@ -440,6 +481,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// land become resident. Throws the first failure of a read the current request
     /// waits for (after the pool is consistent again).
     private func awaitLoads(pinned: inout [Int]) throws(ModelError) -> [Int] {
+        // The CPU would idle until the reads land: make a copy meanwhile.
+        makeOnePendingCopy()
         let waitStart = ContinuousClock.now
         var completions: [ReadCompletion]
         do {
@@ -483,6 +526,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
             stats.expertsRead += 1
             stats.bytesRead += UInt64(load.bytes)
             if load.key.precision > 0 { stats.lowPrecisionBytesRead += UInt64(load.bytes) }
+            if load.key.precision == 0 && makesCopies { queueCopy(of: load.key, in: slot) }
             if let position = load.consumer { arrived.append(position) }
         }
         if let firstFailure { throw .storage(firstFailure.description) }
@@ -508,6 +552,105 @@ public final class OffloadedExpertProvider: ExpertProvider {
         }
         loads.removeAll()
         loadingSlot.removeAll()
+    }
+
+    // MARK: Copies made in memory
+
+    /// Queues the copy of `key`, just read into `slot`, unless it is resident or queued.
+    private func queueCopy(of key: ExpertKey, in slot: Int) {
+        guard let fallback else { return }
+        let copy = ExpertKey(layer: key.layer, expert: key.expert, precision: fallback.precision)
+        guard slotOf[copy] == nil, !pendingCopies.contains(where: { $0.key == key }) else { return }
+        pendingCopies.append((key, slot))
+    }
+
+    /// Makes the oldest pending copy whose expert is still in its slot at full precision.
+    private func makeOnePendingCopy() {
+        while !pendingCopies.isEmpty {
+            let (key, slot) = pendingCopies.removeFirst()
+            if makeCopy(of: key, from: slot) {
+                stats.copiesMadeWhileWaiting += 1
+                return
+            }
+        }
+    }
+
+    /// Makes every pending copy (tests, to know which copies exist).
+    func makePendingCopies() {
+        while !pendingCopies.isEmpty { makeOnePendingCopy() }
+    }
+
+    /// Whether the copy of `key` earns a class-1 slot: one is free, or `key` has been selected
+    /// more often than the copy the policy would give up (ties keep the resident one).
+    private func admitsCopy(_ copy: ExpertKey) -> Bool {
+        if !freeSlots[1].isEmpty { return true }
+        let victim = policy.victim(for: copy) { [slotOf, pins] k in
+            guard k.precision > 0, let s = slotOf[k] else { return false }
+            return pins[s] == 0
+        }
+        guard let victim else { return false }
+        let popularity = { (k: ExpertKey) in self.selections[ExpertKey(layer: k.layer, expert: k.expert)] ?? 0 }
+        return popularity(copy) > popularity(victim)
+    }
+
+    /// Quantizes the full-precision expert `key` in `source` into a class-1 slot as its copy
+    /// at the fallback precision, if it is still there and the copy earns a slot. Returns
+    /// whether a copy was made. The bytes are what `moe pack` writes for that type: each
+    /// native row expanded to F32 and quantized (or copied when already of the type).
+    @discardableResult
+    private func makeCopy(of key: ExpertKey, from source: Int) -> Bool {
+        guard let fallback, occupant[source] == key, slotOf[key] == source, loads[source] == nil else { return false }
+        let copy = ExpertKey(layer: key.layer, expert: key.expert, precision: fallback.precision)
+        guard slotOf[copy] == nil, admitsCopy(copy), let slot = claimSlot(for: copy, sparing: []) else { return false }
+        let start = ContinuousClock.now
+        let native = layout.slices(layer: key.layer, expert: key.expert)
+        let target = layout.slices(layer: key.layer, expert: key.expert, precision: fallback.precision)
+        let from = UnsafeRawPointer(pool.slot(source)), to = pool.slot(slot)
+        for (k, (n, t)) in zip(native, target).enumerated() {
+            let input = from + sliceOffsets[source][k], output = to + Int(t.fileOffset)
+            guard n.type != t.type else {
+                output.copyMemory(from: input, byteCount: n.byteCount)
+                continue
+            }
+            let inputRow = n.type.byteCount(rows: 1, columns: n.columns)
+            let outputRow = t.type.byteCount(rows: 1, columns: t.columns)
+            for row in 0..<n.rows {
+                Dequantize.row(n.type, from: input + row * inputRow, to: copyRow.baseAddress!, count: n.columns)
+                Quantize.row(t.type, from: copyRow.baseAddress!, to: output + row * outputRow, count: t.columns)
+            }
+        }
+        occupant[slot] = copy
+        slotOf[copy] = slot
+        sliceOffsets[slot] = target.map { Int($0.fileOffset) }
+        madeInMemory[slot] = true
+        policy.didInsert(copy)
+        stats.copiesMade += 1
+        stats.copySeconds += (ContinuousClock.now - start).seconds
+        return true
+    }
+
+    /// The experts and copies resident now, with their slots (tests).
+    var residentSlots: [ExpertKey: Int] { slotOf }
+
+    /// The bytes of resident `key` as computed from: gate, up and down back to back for a
+    /// copy made in memory (tests compare them with a pack's bundle).
+    func residentBytes(_ key: ExpertKey) -> (bytes: UnsafeRawBufferPointer, madeInMemory: Bool)? {
+        guard let slot = slotOf[key] else { return nil }
+        let count = layout.slices(layer: key.layer, expert: key.expert, precision: key.precision).reduce(0) { $0 + $1.byteCount }
+        return (UnsafeRawBufferPointer(start: pool.slot(slot), count: count), madeInMemory[slot])
+    }
+
+    /// Gives up every resident expert of `slotClass` not in use (tests: to see what the
+    /// other class serves alone).
+    func evictAll(slotClass: Int) {
+        for slot in pool.slots(ofClass: slotClass) {
+            guard let key = occupant[slot], pins[slot] == 0, loads[slot] == nil else { continue }
+            slotOf[key] = nil
+            occupant[slot] = nil
+            policy.didRemove(key)
+            unusedPrefetches.remove(key)
+            freeSlots[slotClass].append(slot)
+        }
     }
 
     // MARK: Computing

@@ -30,8 +30,14 @@ public struct OffloadOptions: Sendable {
     /// Precision fallback: compute missing experts whose routing weight is below this from
     /// a low-precision copy (nil: off, unless `fallbackType` is set, which implies 1/k).
     public var fallbackThreshold: Float?
-    /// The type of the copies (a precision name of the pack); nil: the pack's first.
+    /// The type of the copies: a precision of the pack, read from it, or any other type
+    /// the quantizer writes, made in memory from the experts read at full precision. nil:
+    /// the pack's first copies, or `defaultMemoryCopyType` made in memory.
     public var fallbackType: String?
+    /// The copies made in memory when no type is given and the file has none: Q4_0 has
+    /// blocks of 32 (so it holds every row a supported model has), is about half a Q8_0
+    /// expert and is quick to quantize.
+    public static let defaultMemoryCopyType = GGMLType.q4_0
     /// Share of the expert budget for low-precision copies when fallback is on.
     public var fallbackShare = 0.25
 
@@ -96,9 +102,15 @@ public enum OffloadedModel {
             }
             layout = try ExpertLayout(file: file, hyperParameters: hp)
         }, progress: progress) { model, file throws(ModelError) in
-            guard let layout else { return try ResidentExpertProvider(model.weights, model.hyperParameters) }
+            guard let fileLayout = layout else { return try ResidentExpertProvider(model.weights, model.hyperParameters) }
             let storage = expertReads(file)
-            let fallback = try fallbackSetting(options, layout: layout, path: path)
+            let fallback: OffloadedExpertProvider.Fallback?
+            let layout: ExpertLayout
+            do throws(ExpertError) {
+                (fallback, layout) = try fallbackSetting(options, layout: fileLayout, path: path) ?? (nil, fileLayout)
+            } catch {
+                throw .file(error.description)
+            }
             let slotBytes = OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize)
             let lowSlotBytes = fallback.map {
                 OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize, precision: $0.precision)
@@ -172,27 +184,32 @@ public enum OffloadedModel {
         return seeded
     }
 
-    /// The fallback `options` ask for, checked against the file's low-precision copies.
+    /// The fallback `options` ask for, and the layout it uses: the file's, or the file's with
+    /// copies made in memory when the file has none of the type asked for (or none at all).
     static func fallbackSetting(_ options: OffloadOptions, layout: ExpertLayout,
-                                path: String) throws(ModelError) -> OffloadedExpertProvider.Fallback? {
+                                path: String) throws(ExpertError) -> (OffloadedExpertProvider.Fallback, ExpertLayout)? {
         guard options.fallbackEnabled else { return nil }
-        let copies = layout.precisions.dropFirst()
-        guard !copies.isEmpty else {
-            throw .file("\(path) has no low-precision copies of its experts, which precision fallback computes from: "
-                        + "make a pack with them first (moe pack \(path) OUT --low-precision q4_0)")
-        }
-        var precision = 1
-        if let name = options.fallbackType {
-            guard let i = layout.precisions.dropFirst().firstIndex(where: { $0.lowercased() == name.lowercased() }) else {
-                throw .file("\(path) has no \(name) copies of its experts (it has \(copies.joined(separator: ", ")))")
-            }
-            precision = i
-        }
         let threshold = options.fallbackThreshold ?? 1 / Float(max(layout.expertsPerToken, 1))
         guard threshold.isFinite, threshold >= 0 else {
-            throw .file("the fallback threshold must be a routing weight >= 0, not \(threshold)")
+            throw .invalidOption("the fallback threshold must be a routing weight >= 0, not \(threshold)")
         }
-        return .init(threshold: threshold, precision: precision)
+        let packed = layout.precisions.indices.dropFirst().filter { layout.isInFile(precision: $0) }
+        let type: GGMLType
+        if let name = options.fallbackType {
+            if let p = packed.first(where: { layout.precisions[$0].lowercased() == name.lowercased() }) {
+                return (.init(threshold: threshold, precision: p), layout)
+            }
+            guard let named = GGMLType(name: name) else {
+                throw .unsupportedFallbackType(name, supported: ExpertLayout.memoryCopyTypes.map(\.name))
+            }
+            type = named
+        } else if let first = packed.first {
+            return (.init(threshold: threshold, precision: first), layout)
+        } else {
+            type = OffloadOptions.defaultMemoryCopyType
+        }
+        let withCopies = try layout.addingMemoryCopies(type, path: path)
+        return (.init(threshold: threshold, precision: withCopies.precisions.count - 1), withCopies)
     }
 
     /// Bytes the session's KV cache will take: the blocks of its context, plus the one a

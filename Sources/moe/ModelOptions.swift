@@ -90,8 +90,9 @@ struct ModelOptions: ParsableArguments {
             if let node = pool.residentNode { where_ = "NUMA node \(node)" }
             var fallback = ""
             if let f = provider.fallback {
-                fallback = String(format: ", and %d %@ copies (%@ each) for weights below %.3g",
+                fallback = String(format: ", and %d %@ copies%@ (%@ each) for weights below %.3g",
                                   pool.classCounts[1], provider.layout.precisions[f.precision],
+                                  provider.makesCopies ? " made in memory" : "",
                                   formatBytes(pool.classBytes[1]), f.threshold)
             }
             printError("experts: \(pool.classCounts[0]) of \(provider.layout.layers.count * provider.layout.expertCount) "
@@ -284,11 +285,11 @@ struct OffloadingOptions: ParsableArguments {
     var pathRecords: String?
 
     @Option(name: .customLong("fallback-threshold"),
-            help: "Precision fallback: a missing expert whose routing weight is below this is computed from its low-precision copy (needs a pack made with --low-precision; default 1/k when --fallback-type is given).")
+            help: "Precision fallback: a missing expert whose routing weight is below this is computed from its low-precision copy, read from a pack made with --low-precision or made in memory from experts read at full precision (default 1/k when --fallback-type is given).")
     var fallbackThreshold: Float?
 
     @Option(name: .customLong("fallback-type"),
-            help: "The low-precision copies fallback uses, e.g. q4_0 (default: the pack's first).")
+            help: "The low-precision copies fallback uses, e.g. q4_0: a pack's are read, other types are made in memory (default: the pack's first, else q4_0 made in memory).")
     var fallbackType: String?
 
     @Option(name: .customLong("fallback-share"),
@@ -328,8 +329,8 @@ struct OffloadingOptions: ParsableArguments {
         o.numaNode = numaNode
         o.contextLength = contextLength
         o.measureDisk = stats
-        // Fallback copies exist only in packs, which are always offloaded; asking for it
-        // on a plain file offloads it too, so the error says what is missing.
+        // Fallback needs the experts offloaded (copies are read from a pack or made in the
+        // pool), so asking for it offloads a file that would fit too.
         o.decision = expertMemory != nil || fallbackThreshold != nil || fallbackType != nil ? .always : .whenNeeded
         if let fallbackThreshold, !(fallbackThreshold >= 0 && fallbackThreshold.isFinite) {
             throw ValidationError("--fallback-threshold must be a routing weight >= 0, not \(fallbackThreshold)")

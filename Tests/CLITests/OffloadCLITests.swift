@@ -39,12 +39,22 @@ struct OffloadCLITests {
         (["--cpus", "3-1"], "cannot read CPU list '3-1'"),
         (["--fallback-threshold=-1"], "--fallback-threshold must be a routing weight >= 0"),
         (["--fallback-share", "1.5"], "--fallback-share must be between 0 and 1"),
-        (["--fallback-type", "q4_0"], "has no low-precision copies of its experts"),
+        (["--fallback-type", "q9_9"], "--fallback-type q9_9 is not a type precision fallback can make copies in"),
+        (["--fallback-type", "q8_0"], "--fallback-type q8_0 is already the type of every expert matrix"),
     ])
     func badFlagValuesAreNamed(_ flag: [String], _ message: String) throws {
         let r = try cli.run(["bench", "-m", cli.model("tiny-qwen3moe.q8_0.gguf")] + flag)
         #expect(r.status != 0)
         #expect(r.stderr.contains(message), "\(r.stderr)")
+    }
+
+    @Test func fallbackOnAPlainFileMakesCopiesInMemory() throws {
+        let r = try cli.run(["generate", "-m", cli.model("tiny-qwen3moe.q8_0.gguf"), "-p", "Hello world", "-n", "8",
+                             "--temp", "0", "--expert-memory", "2M", "--fallback-threshold", "0.3", "--fallback-share", "0.5",
+                             "--stats"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("q4_0 copies made in memory"), "\(r.stderr)")
+        #expect(r.stderr.contains("from copies made in memory") && r.stderr.contains("copies made in "), "\(r.stderr)")
     }
 
     @Test func denseModelsIgnoreTheBudgetWithANote() throws {
