@@ -66,9 +66,9 @@ public protocol ExpertCachePolicy: AnyObject {
 
 /// The policies `--expert-policy` offers.
 public enum ExpertPolicies {
-    public static let all: [any ExpertCachePolicy.Type] = [
-        LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self,
-    ]
+    public static var all: [any ExpertCachePolicy.Type] {
+        [LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self]
+    }
     public static var names: [String] { all.map { $0.name } }
     public static let defaultName = ARCPolicy.name
 
