@@ -87,8 +87,10 @@ public final class DecoderModel: @unchecked Sendable {
     /// (vocabularySize per selected position), in the batch's order.
     ///
     /// Every chunk's positions are reserved before any is computed; when a reservation (or
-    /// anything after it) fails, every sequence is left as it was (count, tokens, blocks).
-    /// A sequence may appear only once in a batch.
+    /// anything after it) fails, every sequence is left as it was: its count, its tokens and
+    /// no extra block (one exception: a shared block that a sequence copied for writing
+    /// before the failure stays its own copy, with the same contents). A sequence may appear
+    /// only once in a batch.
     public func forward(_ batch: [SequenceChunk], workspace: Workspace, pool: ThreadPool) throws(ModelError) -> [[Float]] {
         guard !batch.isEmpty else { throw .emptyInput }
         var segments: [AttentionSegment] = []
