@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Experts
 import Foundation
+import KV
 import Models
 
 struct Bench: ParsableCommand {
@@ -34,8 +35,8 @@ struct Bench: ParsableCommand {
         let model = try options.load()
         let session = try options.session(model)
         // --parallel N > 1: N sequences of their own in one pool, decoding together.
-        let batch = parallel > 1 ? try options.batchGenerator(model, sequences: parallel) : nil
-        let sequences = batch.map { b in (0..<parallel).map { _ in b.kvPool.makeSequence(capacity: b.contextLength) } } ?? []
+        let batch = parallel > 1 ? try options.batchKVPool(model, sequences: parallel) : nil
+        let sequences = batch.map { b in (0..<parallel).map { _ in b.pool.makeSequence(capacity: b.context) } } ?? []
         let workspace = Workspace()
         guard max(promptTokens, generatedTokens) <= session.cache.capacity else {
             printError("error: context overflow: \(max(promptTokens, generatedTokens)) tokens, the context holds \(session.cache.capacity)")
@@ -54,7 +55,7 @@ struct Bench: ParsableCommand {
             return Double(promptTokens) / (clock.now - start).seconds
         }
         func decode() throws -> Double {
-            if let batch { return try decodeTogether(batch) }
+            if let batch { return try decodeTogether(layout: batch.pool.layout) }
             session.rewind(to: 0)
             // A random token each step, as llama-bench feeds: on a MoE model the routing
             // then varies from token to token, as it does in real text, instead of settling
@@ -67,16 +68,16 @@ struct Bench: ParsableCommand {
             return Double(generatedTokens) / (clock.now - start).seconds
         }
         // Every sequence gets a random token each step; one forward pass per step.
-        func decodeTogether(_ batch: BatchGenerator) throws -> Double {
+        func decodeTogether(layout: KVLayout) throws -> Double {
             for s in sequences { s.truncate(to: 0) }
             let start = clock.now
             for _ in 0..<generatedTokens {
                 let chunks = sequences.map { SequenceChunk(tokens: [Int.random(in: 0..<vocab, using: &rng)], cache: $0) }
                 do {
-                    _ = try model.forward(chunks, workspace: workspace, pool: batch.pool)
+                    _ = try model.forward(chunks, workspace: workspace, pool: session.pool)
                 } catch let ModelError.kvCache(error) {
                     printError("error: " + ModelOptions.kvExhausted(error, sequences: parallel, positionsEach: generatedTokens,
-                                                                    layout: batch.kvPool.layout))
+                                                                    layout: layout))
                     throw ExitCode.failure
                 } catch {
                     _ = try runReporting { throw error }

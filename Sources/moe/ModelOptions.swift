@@ -160,11 +160,17 @@ struct ModelOptions: ParsableArguments {
 
 extension ModelOptions {
     /// The generator of `--parallel N`: sequences of `--ctx` (default min(model's, 4096))
-    /// positions in one KV pool of `--kv-type` blocks, `--kv-memory` large (at least one
-    /// block) or by default sized for N full contexts (plus a block each for copy-on-write;
-    /// untouched blocks take no memory). A pool that cannot hold what the sequences come to
-    /// need is an error when a step finds it out (`kvExhausted`).
+    /// positions in one KV pool (`batchKVPool`). A pool that cannot hold what the sequences
+    /// come to need is an error when a step finds it out (`kvExhausted`).
     func batchGenerator(_ model: DecoderModel, sequences: Int) throws -> BatchGenerator {
+        let (pool, positions) = try batchKVPool(model, sequences: sequences)
+        return BatchGenerator(model: model, contextLength: positions, threads: threads, kvPool: pool)
+    }
+
+    /// The KV pool of N sequences and their context (`--ctx`, default min(model's, 4096)):
+    /// `--kv-type` blocks, `--kv-memory` large (at least one block) or by default sized for
+    /// N full contexts (plus a block each for copy-on-write; untouched blocks take no memory).
+    func batchKVPool(_ model: DecoderModel, sequences: Int) throws -> (pool: KVBlockPool, context: Int) {
         let type = try kv.type()
         let memory = try kv.memoryBytes()
         let trained = model.hyperParameters.contextLength
@@ -188,7 +194,7 @@ extension ModelOptions {
                        + "(\(memory != nil ? "--kv-memory" : "sized for \(sequences) contexts")) for \(sequences) sequences "
                        + "of up to \(positions) tokens")
         }
-        return BatchGenerator(model: model, contextLength: positions, threads: threads, kvPool: pool)
+        return (pool, positions)
     }
 
     /// The line for a step that found the KV pool full: the figures, and what would do.
