@@ -140,6 +140,13 @@ public final class KVSequence: @unchecked Sendable {
         pending = n
     }
 
+    /// Drops an uncommitted reservation: the positions and the blocks it added (a block it
+    /// copied for writing stays this sequence's copy, with the same contents). What a batch
+    /// of several sequences does when one of them cannot reserve.
+    public func cancelReservation() {
+        truncate(to: count)
+    }
+
     /// Shared blocks and cached ones are never written in place.
     private func mustCopy(_ b: Int32) -> Bool {
         pool.referenceCount(Int(b)) > 1 || pool.isCached(Int(b))

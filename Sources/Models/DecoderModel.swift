@@ -75,19 +75,66 @@ public final class DecoderModel: @unchecked Sendable {
     /// values to `cache`, and returns logits (vocabularySize per selected position).
     public func forward(_ tokens: [Int], cache: KVSequence, logits selection: LogitsSelection,
                         workspace: Workspace, pool: ThreadPool) throws(ModelError) -> [Float] {
-        let n = tokens.count
-        guard n > 0 else { throw .emptyInput }
-        for t in tokens where t < 0 || t >= vocabularySize {
-            throw .tokenOutOfRange(token: t, vocabularySize: vocabularySize)
+        try forward([SequenceChunk(tokens: tokens, cache: cache, logits: selection)],
+                    workspace: workspace, pool: pool)[0]
+    }
+
+    /// Runs several sequences' tokens as one batch: every chunk's tokens go at positions
+    /// `chunk.cache.count...` of its own sequence, store their keys and values there and
+    /// attend only over that sequence (causally). The matrix products (projections, router,
+    /// experts, output) run over all the batch's tokens at once, so an expert chosen by
+    /// several sequences is read and computed once. Returns each chunk's logits
+    /// (vocabularySize per selected position), in the batch's order.
+    ///
+    /// Every chunk's positions are reserved before any is computed; when a reservation (or
+    /// anything after it) fails, every sequence is left as it was: its count, its tokens and
+    /// no extra block (one exception: a shared block that a sequence copied for writing
+    /// before the failure stays its own copy, with the same contents). A sequence may appear
+    /// only once in a batch.
+    public func forward(_ batch: [SequenceChunk], workspace: Workspace, pool: ThreadPool) throws(ModelError) -> [[Float]] {
+        guard !batch.isEmpty else { throw .emptyInput }
+        var segments: [AttentionSegment] = []
+        segments.reserveCapacity(batch.count)
+        var n = 0
+        for chunk in batch {
+            guard !chunk.tokens.isEmpty else { throw .emptyInput }
+            for t in chunk.tokens where t < 0 || t >= vocabularySize {
+                throw .tokenOutOfRange(token: t, vocabularySize: vocabularySize)
+            }
+            let cache = chunk.cache
+            guard cache.count + chunk.tokens.count <= cache.capacity else {
+                throw .contextOverflow(needed: cache.count + chunk.tokens.count, capacity: cache.capacity)
+            }
+            segments.append(AttentionSegment(cache: cache, firstRow: n, rows: chunk.tokens.count, start: cache.count))
+            n += chunk.tokens.count
         }
-        guard cache.count + n <= cache.capacity else {
-            throw .contextOverflow(needed: cache.count + n, capacity: cache.capacity)
+        if batch.count > 1 {
+            precondition(Set(batch.map { ObjectIdentifier($0.cache) }).count == batch.count,
+                         "a sequence appears twice in one batch")
+        }
+        // All or nothing: a reservation that fails undoes the ones before it.
+        for (i, chunk) in batch.enumerated() {
+            do {
+                try chunk.cache.reserve(appending: chunk.tokens)
+            } catch {
+                for earlier in batch[..<i] { earlier.cache.cancelReservation() }
+                throw .kvCache(error)
+            }
         }
         do {
-            try cache.reserve(appending: tokens)
+            let hiddenStates = try run(batch, segments: segments, tokens: n, workspace: workspace, pool: pool)
+            for chunk in batch { chunk.cache.commit() }
+            return logits(of: batch, hiddenStates: hiddenStates, workspace: workspace, pool: pool)
         } catch {
-            throw .kvCache(error)
+            for chunk in batch { chunk.cache.cancelReservation() }
+            throw error
         }
+    }
+
+    /// Every layer over the batch's `n` tokens (their positions reserved); returns the final
+    /// hidden states (n × hidden, in the workspace).
+    private func run(_ batch: [SequenceChunk], segments: [AttentionSegment], tokens n: Int,
+                     workspace: Workspace, pool: ThreadPool) throws(ModelError) -> UnsafeMutablePointer<Float> {
         experts?.beginBatch(tokens: n)
         let h = hidden
         let x = workspace.floats(Slot.hidden, count: n * h)
@@ -95,14 +142,27 @@ public final class DecoderModel: @unchecked Sendable {
         let blockOut = workspace.floats(Slot.blockOut, count: n * h)
         let table = workspace.floats(Slot.ropeTable, count: n * rope.dimensions)
 
-        for (i, t) in tokens.enumerated() {
-            Dequantize.row(tokenEmbedding.type, from: tokenEmbedding.row(t), to: x + i * h, count: h)
-            rope.angles(position: cache.count + i, into: table + i * rope.dimensions)
+        let observer = routingObserver
+        var allTokens: [Int] = []
+        var positions: [Int] = []
+        if observer != nil {
+            allTokens.reserveCapacity(n)
+            positions.reserveCapacity(n)
+        }
+        for (chunk, segment) in zip(batch, segments) {
+            for (j, t) in chunk.tokens.enumerated() {
+                let i = segment.firstRow + j
+                Dequantize.row(tokenEmbedding.type, from: tokenEmbedding.row(t), to: x + i * h, count: h)
+                rope.angles(position: segment.start + j, into: table + i * rope.dimensions)
+                if observer != nil {
+                    allTokens.append(t)
+                    positions.append(segment.start + j)
+                }
+            }
         }
 
         let prediction = experts?.wantsPrediction ?? .none
-        let observer = routingObserver
-        observer?.beginBatch(tokens: tokens, positions: cache.count..<(cache.count + n))
+        observer?.beginBatch(tokens: allTokens, positions: positions)
         // The cross-layer gate's prediction for the layer about to run, made at the layer
         // before (kept only for the observer).
         var carried: GatePrediction?
@@ -116,7 +176,7 @@ public final class DecoderModel: @unchecked Sendable {
                 VectorMath.rmsNorm(x + i * h, weight: layer.attentionNorm, count: h,
                                    epsilon: hyperParameters.rmsEpsilon, into: normed + i * h)
             }
-            layer.attention.forward(normed, tokens: n, layer: l, cache: cache, ropeTable: table,
+            layer.attention.forward(normed, tokens: n, layer: l, segments: segments, ropeTable: table,
                                     workspace: workspace, pool: pool, out: blockOut)
             VectorMath.add(blockOut, into: x, count: n * h)
 
@@ -150,22 +210,66 @@ public final class DecoderModel: @unchecked Sendable {
             VectorMath.add(blockOut, into: x, count: n * h)
         }
         try observer?.endBatch()
-        cache.commit()
+        return x
+    }
 
-        let rows: Range<Int>
-        switch selection {
-        case .none: return []
-        case .last: rows = (n - 1)..<n
-        case .all: rows = 0..<n
+    /// The logits each chunk selects, from the final hidden states `x`: one output product
+    /// over all selected rows of the batch.
+    private func logits(of batch: [SequenceChunk], hiddenStates x: UnsafeMutablePointer<Float>,
+                        workspace: Workspace, pool: ThreadPool) -> [[Float]] {
+        let h = hidden
+        // Rows of the selected positions, in the final norm's buffer (as large as the batch).
+        let normed = workspace.floats(Slot.normed, count: batch.reduce(0) { $0 + $1.tokens.count } * h)
+        var selected = 0
+        var first = 0
+        for chunk in batch {
+            let rows: Range<Int>
+            switch chunk.logits {
+            case .none: rows = first..<first
+            case .last: rows = (first + chunk.tokens.count - 1)..<(first + chunk.tokens.count)
+            case .all: rows = first..<(first + chunk.tokens.count)
+            }
+            for i in rows {
+                VectorMath.rmsNorm(x + i * h, weight: outputNorm, count: h, epsilon: hyperParameters.rmsEpsilon,
+                                   into: normed + selected * h)
+                selected += 1
+            }
+            first += chunk.tokens.count
         }
-        for (j, i) in rows.enumerated() {
-            VectorMath.rmsNorm(x + i * h, weight: outputNorm, count: h, epsilon: hyperParameters.rmsEpsilon,
-                               into: normed + j * h)
+        guard selected > 0 else { return batch.map { _ in [] } }
+        var all = [Float](repeating: 0, count: selected * vocabularySize)
+        all.withUnsafeMutableBufferPointer { out in
+            MatMul.multiply(output, input: normed, tokens: selected, output: out.baseAddress!, pool: pool)
         }
-        var result = [Float](repeating: 0, count: rows.count * vocabularySize)
-        result.withUnsafeMutableBufferPointer { out in
-            MatMul.multiply(output, input: normed, tokens: rows.count, output: out.baseAddress!, pool: pool)
+        if batch.count == 1 { return [all] }
+        var result: [[Float]] = []
+        result.reserveCapacity(batch.count)
+        var row = 0
+        for chunk in batch {
+            let count: Int
+            switch chunk.logits {
+            case .none: count = 0
+            case .last: count = 1
+            case .all: count = chunk.tokens.count
+            }
+            result.append(Array(all[(row * vocabularySize)..<((row + count) * vocabularySize)]))
+            row += count
         }
         return result
     }
 }
+
+/// One sequence's part of a batch (`DecoderModel.forward(_:workspace:pool:)`): tokens
+/// appended to `cache` at positions `cache.count...`, and which of them get logits.
+public struct SequenceChunk: @unchecked Sendable {
+    public var tokens: [Int]
+    public let cache: KVSequence
+    public var logits: LogitsSelection
+
+    public init(tokens: [Int], cache: KVSequence, logits: LogitsSelection = .last) {
+        self.tokens = tokens
+        self.cache = cache
+        self.logits = logits
+    }
+}
+

@@ -53,8 +53,12 @@ public struct GatePrediction: Sendable, Equatable {
 /// MoE layer whose previous layer is MoE (one router matmul per layer), whether or not the
 /// expert provider asked for predictions; it never changes the results.
 public protocol RoutingObserver: AnyObject {
-    /// The batch about to run: token ids and their positions in the sequence.
-    func beginBatch(tokens: [Int], positions: Range<Int>)
+    /// The batch about to run: token ids and each one's position in its own sequence. A
+    /// batch of several sequences (`DecoderModel.forward(_:workspace:pool:)`) lists them
+    /// sequence by sequence, in the batch's order, so positions may repeat (forked sequences
+    /// decode at the same positions) and go down where the next sequence starts; which
+    /// sequence a token belongs to is not recorded.
+    func beginBatch(tokens: [Int], positions: [Int])
     /// MoE layer `layer` routed the batch: `routes[t]` is token t's choice (experts in the
     /// router's order, with their routing weights). `prediction` is what the cross-layer
     /// gate predicted for this layer from the previous layer's hidden state, nil when the

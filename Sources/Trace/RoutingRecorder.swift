@@ -8,7 +8,7 @@ public final class RoutingRecorder: RoutingObserver {
     private let writer: RoutingRecordWriter
     private var batch = 0
     private var tokens: [Int] = []
-    private var positions: Range<Int> = 0..<0
+    private var positions: [Int] = []
     private var routed: [(layer: Int, routes: [MixtureOfExperts.Route], prediction: GatePrediction?)] = []
     /// Lines written (every token × MoE layer of every completed batch).
     public private(set) var recordCount = 0
@@ -32,7 +32,7 @@ public final class RoutingRecorder: RoutingObserver {
 
     public var path: String { writer.path }
 
-    public func beginBatch(tokens: [Int], positions: Range<Int>) {
+    public func beginBatch(tokens: [Int], positions: [Int]) {
         self.tokens = tokens
         self.positions = positions
         routed.removeAll(keepingCapacity: true)
@@ -51,7 +51,7 @@ public final class RoutingRecorder: RoutingObserver {
             for (t, token) in tokens.enumerated() {
                 for entry in routed {
                     let route = entry.routes[t]
-                    var record = RoutingRecord(batch: batch, position: positions.lowerBound + t, token: token,
+                    var record = RoutingRecord(batch: batch, position: positions[t], token: token,
                                                layer: entry.layer, experts: route.experts, weights: route.weights)
                     if let p = entry.prediction {
                         record.predicted = Array(p.experts(token: t))

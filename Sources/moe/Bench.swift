@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Experts
 import Foundation
+import KV
 import Models
 
 struct Bench: ParsableCommand {
@@ -19,6 +20,9 @@ struct Bench: ParsableCommand {
     @Option(name: [.customShort("r"), .customLong("repetitions")], help: "Timed runs of each test; the median is reported.")
     var runs: Int = 5
 
+    @Option(help: "Sequences decoding together in one batch: the decode figure is their aggregate tokens/s (prefill stays one sequence).")
+    var parallel: Int = 1
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -27,8 +31,13 @@ struct Bench: ParsableCommand {
             throw ValidationError("-p and -n must be ≥ 0 and not both 0")
         }
         guard runs >= 1 else { throw ValidationError("-r must be ≥ 1") }
+        guard parallel >= 1 else { throw ValidationError("--parallel must be ≥ 1") }
         let model = try options.load()
         let session = try options.session(model)
+        // --parallel N > 1: N sequences of their own in one pool, decoding together.
+        let batch = parallel > 1 ? try options.batchKVPool(model, sequences: parallel) : nil
+        let sequences = batch.map { b in (0..<parallel).map { _ in b.pool.makeSequence(capacity: b.context) } } ?? []
+        let workspace = Workspace()
         guard max(promptTokens, generatedTokens) <= session.cache.capacity else {
             printError("error: context overflow: \(max(promptTokens, generatedTokens)) tokens, the context holds \(session.cache.capacity)")
             throw ExitCode.failure
@@ -46,6 +55,7 @@ struct Bench: ParsableCommand {
             return Double(promptTokens) / (clock.now - start).seconds
         }
         func decode() throws -> Double {
+            if let batch { return try decodeTogether(layout: batch.pool.layout) }
             session.rewind(to: 0)
             // A random token each step, as llama-bench feeds: on a MoE model the routing
             // then varies from token to token, as it does in real text, instead of settling
@@ -56,6 +66,24 @@ struct Bench: ParsableCommand {
                 _ = try runReporting { try session.evaluate([token], logits: .last) }
             }
             return Double(generatedTokens) / (clock.now - start).seconds
+        }
+        // Every sequence gets a random token each step; one forward pass per step.
+        func decodeTogether(layout: KVLayout) throws -> Double {
+            for s in sequences { s.truncate(to: 0) }
+            let start = clock.now
+            for _ in 0..<generatedTokens {
+                let chunks = sequences.map { SequenceChunk(tokens: [Int.random(in: 0..<vocab, using: &rng)], cache: $0) }
+                do {
+                    _ = try model.forward(chunks, workspace: workspace, pool: session.pool)
+                } catch let ModelError.kvCache(error) {
+                    printError("error: " + ModelOptions.kvExhausted(error, sequences: parallel, positionsEach: generatedTokens,
+                                                                    layout: layout))
+                    throw ExitCode.failure
+                } catch {
+                    _ = try runReporting { throw error }
+                }
+            }
+            return Double(generatedTokens * parallel) / (clock.now - start).seconds
         }
         // One untimed warm-up of each test (page faults, thread start-up).
         if promptTokens > 0 { _ = try prefill() }
@@ -77,6 +105,7 @@ struct Bench: ParsableCommand {
             if let d { fields.append("\"decode_tokens_per_second\": \(String(format: "%.3f", d))") }
             fields.append("\"peak_rss_bytes\": \(peak)")
             fields.append("\"threads\": \(session.pool.threadCount)")
+            fields.append("\"parallel\": \(parallel)")
             if let stats = offloaded?.stats {
                 fields.append("\"expert_hit_rate\": \(String(format: "%.4f", stats.hitRate))")
                 fields.append("\"expert_bytes_read_per_token\": \(Int(stats.bytesPerToken))")
@@ -97,7 +126,14 @@ struct Bench: ParsableCommand {
         } else {
             print("model: \(try options.modelPath()) (\(model.hyperParameters.architecture)), threads: \(session.pool.threadCount), runs: \(runs)")
             if let p { print(String(format: "prefill %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", promptTokens, p, prefillRates.min()!, prefillRates.max()!)) }
-            if let d { print(String(format: "decode  %4d tokens: %8.2f tokens/s (median; min %.2f, max %.2f)", generatedTokens, d, decodeRates.min()!, decodeRates.max()!)) }
+            if let d {
+                let label = parallel > 1 ? String(format: "decode  %4d tokens × %d sequences (aggregate)", generatedTokens, parallel)
+                    : String(format: "decode  %4d tokens", generatedTokens)
+                print(String(format: "%@: %8.2f tokens/s (median; min %.2f, max %.2f)", label, d, decodeRates.min()!, decodeRates.max()!))
+            }
+            if let stats = offloaded?.stats {
+                print(String(format: "experts: hit rate %.1f%%, %@ read per token", 100 * stats.hitRate, formatBytes(Int(stats.bytesPerToken))))
+            }
             print("peak memory: \(formatBytes(peak))")
         }
         try options.finish(model)

@@ -18,12 +18,19 @@ struct Generate: ParsableCommand {
     @Option(name: [.customShort("n"), .customLong("n-predict")], help: "Tokens to generate at most.")
     var tokens: Int = 128
 
+    @Option(help: "Continuations of the prompt decoded together in one batch (the prompt is evaluated once; continuation i samples with seed S+i).")
+    var parallel: Int = 1
+
     @OptionGroup var sampling: SamplingOptions
 
     @OptionGroup var sessionOptions: SessionOptions
 
     func run() throws {
         guard tokens >= 0 else { throw ValidationError("-n must be ≥ 0") }
+        guard parallel >= 1 else { throw ValidationError("--parallel must be ≥ 1") }
+        guard parallel == 1 || sessionOptions.path == nil else {
+            throw ValidationError("--session keeps one sequence; it cannot be combined with --parallel")
+        }
         guard !prompt.isEmpty else {
             printError("error: the prompt is empty")
             throw ExitCode.failure
@@ -34,6 +41,11 @@ struct Generate: ParsableCommand {
         guard !ids.isEmpty else {
             printError("error: the prompt has no tokens")
             throw ExitCode.failure
+        }
+        if parallel > 1 {
+            try runParallel(model, tokenizer: tokenizer, prompt: ids)
+            try options.finish(model)
+            return
         }
         let saved = try sessionOptions.openSaved()
         let session = try options.session(model, defaultKVType: saved?.layout.type)
@@ -79,5 +91,62 @@ struct Generate: ParsableCommand {
             try runReporting { try SessionFile.save(session, to: path, contents: SessionContents(kind: "generate")) }
         }
         try options.finish(model)
+    }
+
+    /// `--parallel N`: the prompt once, then N continuations (forks sharing its KV blocks)
+    /// stepping together; each printed whole, labelled, when all are done.
+    private func runParallel(_ model: DecoderModel, tokenizer: Tokenizer, prompt ids: [Int]) throws {
+        let generator = try options.batchGenerator(model, sequences: parallel)
+        guard ids.count < generator.contextLength else {
+            printError("error: context overflow: the prompt has \(ids.count) tokens, the context holds \(generator.contextLength)")
+            throw ExitCode.failure
+        }
+        let clock = ContinuousClock()
+        var started = clock.now
+        let shared = try runReporting { try generator.prefill(ids) }
+        let promptSeconds = (clock.now - started).seconds
+        let base = sampling.parameters
+        var labels: [BatchGenerator.SequenceID: Int] = [:]
+        var decoders: [StreamingDecoder] = []
+        var texts: [String] = []
+        for i in 0..<parallel {
+            var parameters = base
+            parameters.seed = base.seed &+ UInt64(i)
+            let id = generator.add(continuing: shared, sampler: Sampler(parameters), maxTokens: max(tokens, 1),
+                                   isEndOfGeneration: tokenizer.isEndOfGeneration)
+            labels[id] = i
+            decoders.append(StreamingDecoder(tokenizer: tokenizer, stripLeadingSpace: false))
+            texts.append("")
+        }
+        started = clock.now
+        var generated = 0
+        while tokens > 0 && !generator.isEmpty {
+            let step: [BatchGenerator.Token]
+            do {
+                step = try generator.step()
+            } catch let ModelError.kvCache(error) {
+                printError("error: " + ModelOptions.kvExhausted(error, sequences: parallel, positionsEach: min(ids.count + tokens, generator.contextLength),
+                                                                layout: generator.kvPool.layout))
+                throw ExitCode.failure
+            } catch {
+                _ = try runReporting { throw error }
+                return
+            }
+            for t in step {
+                let i = labels[t.sequence]!
+                texts[i] += decoders[i].append(t.token)
+                generated += 1
+            }
+        }
+        let decodeSeconds = (clock.now - started).seconds
+        let out = FileHandle.standardOutput
+        for i in 0..<parallel {
+            texts[i] += decoders[i].finish()
+            out.write(Data("[\(i + 1)/\(parallel), seed \(base.seed &+ UInt64(i))] \(texts[i])\n".utf8))
+        }
+        printError(String(format: "prompt: %d tokens, %.1f tokens/s | generation: %d sequences, %d tokens, %.1f tokens/s aggregate | peak memory %@",
+                          ids.count, promptSeconds > 0 ? Double(ids.count) / promptSeconds : 0, parallel, generated,
+                          decodeSeconds > 0 ? Double(generated) / decodeSeconds : 0,
+                          formatBytes(ProcessMemory.peakResidentBytes())))
     }
 }

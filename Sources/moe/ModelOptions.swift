@@ -160,6 +160,53 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+extension ModelOptions {
+    /// The generator of `--parallel N`: sequences of `--ctx` (default min(model's, 4096))
+    /// positions in one KV pool (`batchKVPool`). A pool that cannot hold what the sequences
+    /// come to need is an error when a step finds it out (`kvExhausted`).
+    func batchGenerator(_ model: DecoderModel, sequences: Int) throws -> BatchGenerator {
+        let (pool, positions) = try batchKVPool(model, sequences: sequences)
+        return BatchGenerator(model: model, contextLength: positions, threads: threads, kvPool: pool)
+    }
+
+    /// The KV pool of N sequences and their context (`--ctx`, default min(model's, 4096)):
+    /// `--kv-type` blocks, `--kv-memory` large (at least one block) or by default sized for
+    /// N full contexts (plus a block each for copy-on-write; untouched blocks take no memory).
+    func batchKVPool(_ model: DecoderModel, sequences: Int) throws -> (pool: KVBlockPool, context: Int) {
+        let type = try kv.type()
+        let memory = try kv.memoryBytes()
+        let trained = model.hyperParameters.contextLength
+        let positions = min(contextLength ?? min(trained, 4096), trained)
+        do { try model.checkKVType(type) } catch {
+            printError("error: --kv-type \(type.rawValue): \(error.description)")
+            throw ExitCode.failure
+        }
+        let layout = model.kvLayout(type: type)
+        let pool: KVBlockPool
+        do {
+            pool = try memory.map { try model.makeKVPool(memoryBytes: $0, type: type) }
+                ?? KVBlockPool(layout: layout, blocks: (layout.blocks(forPositions: positions) + 1) * sequences,
+                               owner: ObjectIdentifier(model))
+        } catch {
+            printError("error: --kv-memory: \(error)")
+            throw ExitCode.failure
+        }
+        if kv.isGiven || offload.stats {
+            printError("kv: \(layout.type.rawValue), \(layout.bytesPerPosition) bytes per token; pool of \(formatBytes(pool.bytes)) "
+                       + "(\(memory != nil ? "--kv-memory" : "sized for \(sequences) contexts")) for \(sequences) sequences "
+                       + "of up to \(positions) tokens")
+        }
+        return (pool, positions)
+    }
+
+    /// The line for a step that found the KV pool full: the figures, and what would do.
+    static func kvExhausted(_ error: KVError, sequences: Int, positionsEach: Int, layout: KVLayout) -> String {
+        let needed = layout.bytes(forPositions: positionsEach) * sequences
+        return "\(error.description); \(sequences) sequences of up to \(positionsEach) positions need up to "
+            + "\(formatBytes(needed)) of KV blocks: give --kv-memory \(formatBytes(needed)) or more, or fewer sequences or tokens"
+    }
+}
+
 /// The paged KV manager's flags, accepted by every command that runs a model.
 struct KVOptions: ParsableArguments {
     @Option(name: .customLong("kv-type"),

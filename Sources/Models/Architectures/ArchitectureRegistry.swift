@@ -10,7 +10,7 @@ protocol Architecture {
 }
 
 public enum ArchitectureRegistry {
-    static let all: [any Architecture.Type] = [Llama.self, Qwen2.self, Qwen2MoE.self, Qwen3.self, Qwen3MoE.self, OLMoE.self]
+    static var all: [any Architecture.Type] { [Llama.self, Qwen2.self, Qwen2MoE.self, Qwen3.self, Qwen3MoE.self, OLMoE.self] }
 
     public static var names: [String] { all.map { $0.name } }
 

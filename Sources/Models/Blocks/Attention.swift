@@ -67,11 +67,14 @@ public struct Attention: @unchecked Sendable {
         self.rope = rope
     }
 
-    /// Attends `tokens` new tokens (normalized input `x`, tokens × hidden) at positions
-    /// `cache.count ..<` and writes the projected result to `out` (tokens × hidden).
-    /// `ropeTable` holds `RoPE.angles` for each token (tokens × rope.dimensions).
-    func forward(_ x: UnsafePointer<Float>, tokens: Int, layer: Int, cache: KVSequence, ropeTable: UnsafePointer<Float>,
-                 workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) {
+    /// Attends `tokens` new tokens (normalized input `x`, tokens × hidden) and writes the
+    /// projected result to `out` (tokens × hidden). The batch is made of `segments`, one per
+    /// sequence: a segment's rows go at positions `start...` of its own KV sequence and
+    /// attend causally over that sequence only. `ropeTable` holds `RoPE.angles` for each
+    /// token (tokens × rope.dimensions).
+    func forward(_ x: UnsafePointer<Float>, tokens: Int, layer: Int, segments: [AttentionSegment],
+                 ropeTable: UnsafePointer<Float>, workspace: Workspace, pool: ThreadPool,
+                 out: UnsafeMutablePointer<Float>) {
         let qWidth = heads * headSize, kWidth = kvHeads * headSize, vWidth = kvHeads * valueHeadSize
         let q = workspace.floats(Slot.query, count: tokens * qWidth)
         let k = workspace.floats(Slot.key, count: tokens * kWidth)
@@ -82,94 +85,102 @@ public struct Attention: @unchecked Sendable {
             MatMulJob(weight: value, input: x, tokens: tokens, output: v),
         ], pool: pool)
 
-        let start = cache.count
-        for t in 0..<tokens {
-            let qt = q + t * qWidth, kt = k + t * kWidth, vt = v + t * vWidth
-            if let b = queryBias { VectorMath.add(b, into: qt, count: qWidth) }
-            if let b = keyBias { VectorMath.add(b, into: kt, count: kWidth) }
-            if let b = valueBias { VectorMath.add(b, into: vt, count: vWidth) }
-            switch qkNorm {
-            case .none: break
-            case .perHead:
-                for h in 0..<heads { VectorMath.rmsNorm(qt + h * headSize, weight: queryNorm, count: headSize, epsilon: epsilon, into: qt + h * headSize) }
-                for h in 0..<kvHeads { VectorMath.rmsNorm(kt + h * headSize, weight: keyNorm, count: headSize, epsilon: epsilon, into: kt + h * headSize) }
-            case .fullProjection:
-                VectorMath.rmsNorm(qt, weight: queryNorm, count: qWidth, epsilon: epsilon, into: qt)
-                VectorMath.rmsNorm(kt, weight: keyNorm, count: kWidth, epsilon: epsilon, into: kt)
+        var longest = 0
+        for segment in segments {
+            for j in 0..<segment.rows {
+                let t = segment.firstRow + j
+                let qt = q + t * qWidth, kt = k + t * kWidth, vt = v + t * vWidth
+                if let b = queryBias { VectorMath.add(b, into: qt, count: qWidth) }
+                if let b = keyBias { VectorMath.add(b, into: kt, count: kWidth) }
+                if let b = valueBias { VectorMath.add(b, into: vt, count: vWidth) }
+                switch qkNorm {
+                case .none: break
+                case .perHead:
+                    for h in 0..<heads { VectorMath.rmsNorm(qt + h * headSize, weight: queryNorm, count: headSize, epsilon: epsilon, into: qt + h * headSize) }
+                    for h in 0..<kvHeads { VectorMath.rmsNorm(kt + h * headSize, weight: keyNorm, count: headSize, epsilon: epsilon, into: kt + h * headSize) }
+                case .fullProjection:
+                    VectorMath.rmsNorm(qt, weight: queryNorm, count: qWidth, epsilon: epsilon, into: qt)
+                    VectorMath.rmsNorm(kt, weight: keyNorm, count: kWidth, epsilon: epsilon, into: kt)
+                }
+                let table = ropeTable + t * rope.dimensions
+                rope.apply(qt, heads: heads, headSize: headSize, table: table)
+                rope.apply(kt, heads: kvHeads, headSize: headSize, table: table)
+                segment.cache.store(layer: layer, position: segment.start + j, key: kt, value: vt)
             }
-            let table = ropeTable + t * rope.dimensions
-            rope.apply(qt, heads: heads, headSize: headSize, table: table)
-            rope.apply(kt, heads: kvHeads, headSize: headSize, table: table)
-            cache.store(layer: layer, position: start + t, key: kt, value: vt)
+            longest = max(longest, segment.start + segment.rows)
         }
 
-        // One task per query head: each walks its tokens over the causal window.
-        let context = start + tokens
+        // One task per query head: each walks every token over its own sequence's causal window.
         let attended = workspace.floats(Slot.attentionOut, count: tokens * heads * valueHeadSize)
-        let scoresBase = workspace.floats(Slot.scores, count: heads * context)
+        let scoresBase = workspace.floats(Slot.scores, count: heads * longest)
         let scale = 1 / Float(headSize).squareRoot()
         let group = heads / kvHeads
         let headSize = self.headSize, valueHeadSize = self.valueHeadSize, heads = self.heads
-        // Keys and values are read block by block through the sequence's block table: a
+        // Keys and values are read block by block through each sequence's block table: a
         // block's rows are a fixed stride apart, so the inner loops see contiguous rows.
-        let view = cache.view(layer: layer)
-        let blockSize = view.blockSize
-        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
-        let type = cache.layout.type
+        // Plain values per segment, so the threads touch no Swift object.
+        let walks = segments.map { AttentionSegment.Walk(view: $0.cache.view(layer: layer), type: $0.cache.layout.type,
+                                                         firstRow: $0.firstRow, rows: $0.rows, start: $0.start) }
         // Q8_0/Q4_0 rows: the query head is quantized to 8 bits per 32 values once per token
         // and a block's rows go to the quantized-row kernels (`KVRowKernels`); F16 rows are
         // read with the F16 twins of the F32 kernels.
-        let quantized = type != .f16
-        let ggml = type.ggmlType
-        let queryBytes = quantized ? KVRowKernels.queryBytes(count: headSize) : 1
+        let queryBytes = walks.contains { $0.type != .f16 } ? KVRowKernels.queryBytes(count: headSize) : 1
         pool.parallelFor(heads) { h in
             let kvh = h / group
-            let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
-            let scores = scoresBase + h * context
+            let scores = scoresBase + h * longest
             withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
                 let quantizedQuery = UnsafeMutableRawPointer(buffer.baseAddress!)
-                for t in 0..<tokens {
-                    let qh = UnsafePointer(q + t * qWidth + h * headSize)
-                    if quantized { KVRowKernels.quantizeQuery(qh, count: headSize, into: quantizedQuery) }
-                    let visible = start + t + 1
-                    var j = 0, b = 0
-                    while j < visible {
-                        let n = min(blockSize, visible - j)
-                        let keys = view.keys(block: b) + keyOffset
-                        if quantized {
-                            KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize, keys: keys,
-                                              stride: keyStride, rows: n, scale: scale, into: scores + j)
-                        } else {
-                            for r in 0..<n { scores[j + r] = HalfMath.dot(qh, keys + r * keyStride, count: headSize) * scale }
+                for walk in walks {
+                    let view = walk.view, type = walk.type, start = walk.start
+                    let blockSize = view.blockSize
+                    let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+                    let quantized = type != .f16
+                    let ggml = type.ggmlType
+                    let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
+                    for s in 0..<walk.rows {
+                        let t = walk.firstRow + s
+                        let qh = UnsafePointer(q + t * qWidth + h * headSize)
+                        if quantized { KVRowKernels.quantizeQuery(qh, count: headSize, into: quantizedQuery) }
+                        let visible = start + s + 1
+                        var j = 0, b = 0
+                        while j < visible {
+                            let n = min(blockSize, visible - j)
+                            let keys = view.keys(block: b) + keyOffset
+                            if quantized {
+                                KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize, keys: keys,
+                                                  stride: keyStride, rows: n, scale: scale, into: scores + j)
+                            } else {
+                                for r in 0..<n { scores[j + r] = HalfMath.dot(qh, keys + r * keyStride, count: headSize) * scale }
+                            }
+                            j += n
+                            b += 1
                         }
-                        j += n
-                        b += 1
-                    }
-                    var maxScore = -Float.infinity
-                    for j in 0..<visible where scores[j] > maxScore { maxScore = scores[j] }
-                    var sum: Float = 0
-                    for j in 0..<visible {
-                        let e = Foundation.exp(scores[j] - maxScore)
-                        scores[j] = e
-                        sum += e
-                    }
-                    let inv = 1 / sum
-                    for j in 0..<visible { scores[j] *= inv }
-                    let o = attended + (t * heads + h) * valueHeadSize
-                    for i in 0..<valueHeadSize { o[i] = 0 }
-                    j = 0
-                    b = 0
-                    while j < visible {
-                        let n = min(blockSize, visible - j)
-                        let values = view.values(block: b) + valueOffset
-                        if quantized {
-                            KVRowKernels.addScaled(ggml, values: values, stride: valueStride, rows: n, weights: scores + j,
-                                                   into: o, count: valueHeadSize)
-                        } else {
-                            for r in 0..<n { HalfMath.addScaled(values + r * valueStride, scale: scores[j + r], into: o, count: valueHeadSize) }
+                        var maxScore = -Float.infinity
+                        for j in 0..<visible where scores[j] > maxScore { maxScore = scores[j] }
+                        var sum: Float = 0
+                        for j in 0..<visible {
+                            let e = Foundation.exp(scores[j] - maxScore)
+                            scores[j] = e
+                            sum += e
                         }
-                        j += n
-                        b += 1
+                        let inv = 1 / sum
+                        for j in 0..<visible { scores[j] *= inv }
+                        let o = attended + (t * heads + h) * valueHeadSize
+                        for i in 0..<valueHeadSize { o[i] = 0 }
+                        j = 0
+                        b = 0
+                        while j < visible {
+                            let n = min(blockSize, visible - j)
+                            let values = view.values(block: b) + valueOffset
+                            if quantized {
+                                KVRowKernels.addScaled(ggml, values: values, stride: valueStride, rows: n, weights: scores + j,
+                                                       into: o, count: valueHeadSize)
+                            } else {
+                                for r in 0..<n { HalfMath.addScaled(values + r * valueStride, scale: scores[j + r], into: o, count: valueHeadSize) }
+                            }
+                            j += n
+                            b += 1
+                        }
                     }
                 }
             }
@@ -179,3 +190,21 @@ public struct Attention: @unchecked Sendable {
 }
 
 import Foundation
+
+/// One sequence's rows in a batch: rows `firstRow ..< firstRow + rows` of the batch go at
+/// positions `start ..< start + rows` of `cache` (reserved by the forward pass).
+struct AttentionSegment {
+    let cache: KVSequence
+    let firstRow: Int
+    let rows: Int
+    let start: Int
+
+    /// What the attention threads read of a segment for one layer: plain values.
+    struct Walk: @unchecked Sendable {
+        let view: KVLayerView
+        let type: KVType
+        let firstRow: Int
+        let rows: Int
+        let start: Int
+    }
+}
