@@ -77,6 +77,9 @@ extension Session {
             do {
                 _ = try evaluate(Array(tokens[range]), logits: .none)
             } catch {
+                // The failed batch gave back the blocks past the computed head, some of them
+                // the loader's destinations: it may still write into them until it stops, which
+                // is harmless (the pool's memory lives on, and nothing allocates meanwhile).
                 computeError = error
                 loader.stop()
                 break
