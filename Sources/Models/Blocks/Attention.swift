@@ -124,68 +124,117 @@ public struct Attention: @unchecked Sendable {
         // Q8_0/Q4_0 rows: the query head is quantized to 8 bits per 32 values once per token
         // and a block's rows go to the quantized-row kernels (`KVRowKernels`); F16 rows are
         // read with the F16 twins of the F32 kernels.
-        let queryBytes = walks.contains { $0.type != .f16 } ? KVRowKernels.queryBytes(count: headSize) : 1
-        pool.parallelFor(heads) { h in
-            let kvh = h / group
-            let scores = scoresBase + h * longest
-            withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
-                let quantizedQuery = UnsafeMutableRawPointer(buffer.baseAddress!)
-                for walk in walks {
-                    let view = walk.view, type = walk.type, start = walk.start
-                    let blockSize = view.blockSize
-                    let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
-                    let quantized = type != .f16
-                    let ggml = type.ggmlType
-                    let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
-                    for s in 0..<walk.rows {
-                        let t = walk.firstRow + s
-                        let qh = UnsafePointer(q + t * qWidth + h * headSize)
-                        if quantized { KVRowKernels.quantizeQuery(qh, count: headSize, into: quantizedQuery) }
-                        let visible = start + s + 1
-                        var j = 0, b = 0
-                        while j < visible {
-                            let n = min(blockSize, visible - j)
-                            let keys = view.keys(block: b) + keyOffset
-                            if quantized {
-                                KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize, keys: keys,
-                                                  stride: keyStride, rows: n, scale: scale, into: scores + j)
-                            } else {
-                                for r in 0..<n { scores[j + r] = HalfMath.dot(qh, keys + r * keyStride, count: headSize) * scale }
+        if walks.allSatisfy({ $0.type == .f16 }) {
+            attendF16(q: UnsafePointer(q), walks: walks, longest: longest, attended: attended, workspace: workspace,
+                      pool: pool)
+        } else {
+            let queryBytes = walks.contains { $0.type != .f16 } ? KVRowKernels.queryBytes(count: headSize) : 1
+            pool.parallelFor(heads) { h in
+                let kvh = h / group
+                let scores = scoresBase + h * longest
+                withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
+                    let quantizedQuery = UnsafeMutableRawPointer(buffer.baseAddress!)
+                    for walk in walks {
+                        let view = walk.view, type = walk.type, start = walk.start
+                        let blockSize = view.blockSize
+                        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+                        let quantized = type != .f16
+                        let ggml = type.ggmlType
+                        let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
+                        for s in 0..<walk.rows {
+                            let t = walk.firstRow + s
+                            let qh = UnsafePointer(q + t * qWidth + h * headSize)
+                            if quantized { KVRowKernels.quantizeQuery(qh, count: headSize, into: quantizedQuery) }
+                            let visible = start + s + 1
+                            var j = 0, b = 0
+                            while j < visible {
+                                let n = min(blockSize, visible - j)
+                                let keys = view.keys(block: b) + keyOffset
+                                if quantized {
+                                    KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize, keys: keys,
+                                                      stride: keyStride, rows: n, scale: scale, into: scores + j)
+                                } else {
+                                    for r in 0..<n { scores[j + r] = HalfMath.dot(qh, keys + r * keyStride, count: headSize) * scale }
+                                }
+                                j += n
+                                b += 1
                             }
-                            j += n
-                            b += 1
-                        }
-                        var maxScore = -Float.infinity
-                        for j in 0..<visible where scores[j] > maxScore { maxScore = scores[j] }
-                        var sum: Float = 0
-                        for j in 0..<visible {
-                            let e = Foundation.exp(scores[j] - maxScore)
-                            scores[j] = e
-                            sum += e
-                        }
-                        let inv = 1 / sum
-                        for j in 0..<visible { scores[j] *= inv }
-                        let o = attended + (t * heads + h) * valueHeadSize
-                        for i in 0..<valueHeadSize { o[i] = 0 }
-                        j = 0
-                        b = 0
-                        while j < visible {
-                            let n = min(blockSize, visible - j)
-                            let values = view.values(block: b) + valueOffset
-                            if quantized {
-                                KVRowKernels.addScaled(ggml, values: values, stride: valueStride, rows: n, weights: scores + j,
-                                                       into: o, count: valueHeadSize)
-                            } else {
-                                for r in 0..<n { HalfMath.addScaled(values + r * valueStride, scale: scores[j + r], into: o, count: valueHeadSize) }
+                            AttentionTile.normalize(scores, count: visible)
+                            let o = attended + (t * heads + h) * valueHeadSize
+                            for i in 0..<valueHeadSize { o[i] = 0 }
+                            j = 0
+                            b = 0
+                            while j < visible {
+                                let n = min(blockSize, visible - j)
+                                let values = view.values(block: b) + valueOffset
+                                if quantized {
+                                    KVRowKernels.addScaled(ggml, values: values, stride: valueStride, rows: n, weights: scores + j,
+                                                           into: o, count: valueHeadSize)
+                                } else {
+                                    for r in 0..<n { HalfMath.addScaled(values + r * valueStride, scale: scores[j + r], into: o, count: valueHeadSize) }
+                                }
+                                j += n
+                                b += 1
                             }
-                            j += n
-                            b += 1
                         }
                     }
                 }
             }
         }
         MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
+    }
+
+    /// Attention over F16 blocks. The query heads that share a KV head (grouped-query
+    /// attention) walk its keys and values together, up to four at a time, so each row is
+    /// loaded and widened once for all of them; each head's arithmetic is exactly what the
+    /// per-head walk does (bit-identical results). Work items: one KV head and a run of up
+    /// to 8 tokens of one sequence, so prefill spreads over the threads even with one KV head.
+    private func attendF16(q: UnsafePointer<Float>, walks: [AttentionSegment.Walk], longest: Int,
+                           attended: UnsafeMutablePointer<Float>, workspace: Workspace, pool: ThreadPool) {
+        let run = 8
+        var items: [(walk: Int, first: Int, end: Int)] = []
+        for (w, walk) in walks.enumerated() {
+            for first in stride(from: 0, to: walk.rows, by: run) { items.append((w, first, min(first + run, walk.rows))) }
+        }
+        let group = heads / kvHeads
+        // Per thread: one row of scores for each head of a tile.
+        let scratch = workspace.floats(Slot.scores, count: pool.threadCount * 4 * longest)
+        let scale = 1 / Float(headSize).squareRoot()
+        let heads = heads, kvHeads = kvHeads, headSize = headSize, valueHeadSize = valueHeadSize
+        let qWidth = heads * headSize
+        items.withUnsafeBufferPointer { items in
+            walks.withUnsafeBufferPointer { walks in
+                pool.parallelForWithThread(items.count * kvHeads) { index, thread in
+                    let kvh = index % kvHeads
+                    let item = items[index / kvHeads]
+                    let walk = walks[item.walk]
+                    let tile = AttentionTile(view: walk.view, scores: scratch + thread * 4 * longest, stride: longest,
+                                             keyOffset: 2 * kvh * headSize, valueOffset: 2 * kvh * valueHeadSize,
+                                             headSize: headSize, valueHeadSize: valueHeadSize, scale: scale)
+                    for s in item.first..<item.end {
+                        let t = walk.firstRow + s
+                        let visible = walk.start + s + 1
+                        var h = kvh * group
+                        let end = h + group
+                        while h < end {
+                            let query = q + t * qWidth + h * headSize
+                            let out = attended + (t * heads + h) * valueHeadSize
+                            switch end - h {
+                            case 4...:
+                                tile.attend(InlineArray<4, Int>(repeating: 0), query: query, out: out, visible: visible)
+                                h += 4
+                            case 2...:
+                                tile.attend(InlineArray<2, Int>(repeating: 0), query: query, out: out, visible: visible)
+                                h += 2
+                            default:
+                                tile.attend(InlineArray<1, Int>(repeating: 0), query: query, out: out, visible: visible)
+                                h += 1
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -206,5 +255,70 @@ struct AttentionSegment {
         let firstRow: Int
         let rows: Int
         let start: Int
+    }
+}
+
+/// One thread's walk of a KV head's F16 keys and values for `N` consecutive query heads of
+/// one token (`attendF16`).
+struct AttentionTile {
+    let view: KVLayerView
+    /// N rows of `stride` floats.
+    let scores: UnsafeMutablePointer<Float>
+    let stride: Int
+    let keyOffset: Int
+    let valueOffset: Int
+    let headSize: Int
+    let valueHeadSize: Int
+    let scale: Float
+
+    /// Heads `query`, `query + headSize`, ... (N of them) over positions `0..<visible`; head k's
+    /// result goes to `out + k * valueHeadSize`. (`_` only carries N.)
+    @inline(__always)
+    func attend<let N: Int>(_: InlineArray<N, Int>, query: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                            visible: Int) {
+        let queries = InlineArray<N, UnsafePointer<Float>> { k in query + k * headSize }
+        let blockSize = view.blockSize
+        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+        var j = 0, b = 0
+        while j < visible {
+            let n = min(blockSize, visible - j)
+            let keys = view.keys(block: b) + keyOffset
+            for r in 0..<n {
+                HalfMath.dots(queries, keys + r * keyStride, count: headSize, into: scores + j + r, stride: stride, scale: scale)
+            }
+            j += n
+            b += 1
+        }
+        for k in 0..<N { Self.normalize(scores + k * stride, count: visible) }
+        let outputs = InlineArray<N, UnsafeMutablePointer<Float>> { k in out + k * valueHeadSize }
+        for k in 0..<N { outputs[k].update(repeating: 0, count: valueHeadSize) }
+        j = 0
+        b = 0
+        while j < visible {
+            let n = min(blockSize, visible - j)
+            let values = view.values(block: b) + valueOffset
+            for r in 0..<n {
+                let weights = InlineArray<N, Float> { k in scores[k * stride + j + r] }
+                HalfMath.addScaled(values + r * valueStride, scales: weights, into: outputs, count: valueHeadSize)
+            }
+            j += n
+            b += 1
+        }
+    }
+
+    /// Scores to attention weights: softmax with a Float sum (as the reference logits were
+    /// computed with; `VectorMath.softmax` sums in Double).
+    @inline(__always)
+    static func normalize(_ scores: UnsafeMutablePointer<Float>, count: Int) {
+        var maxScore = -Float.infinity
+        for j in 0..<count where scores[j] > maxScore { maxScore = scores[j] }
+        var sum: Float = 0
+        for j in 0..<count {
+            let e = Foundation.exp(scores[j] - maxScore)
+            scores[j] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for j in 0..<count { scores[j] *= inv }
     }
 }
