@@ -9,7 +9,7 @@
 #                          disk, not the compute, is the limit)
 #     -n N                 tokens decoded per run (default 32)
 #     --rounds N           alternating rounds of llama-bench and moe bench (default 3)
-#     --policy P           --expert-policy (default arc)
+#     --policy P           --expert-policy (default auto, as moe)
 #     --llama-bench P      path to llama-bench (default: $LLAMA_BENCH or the peer build)
 #
 # Default MODEL: .build-bench/bench-qwen3moe.q8_0.gguf (tools/make-bench-models.sh); a pack of it
@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
 
-caps="800M 1200M"; headroom=320M; fixed_budget=""; gen=32; rounds=3; policy=arc
+caps="800M 1200M"; headroom=320M; fixed_budget=""; gen=32; rounds=3; policy=auto
 llama_bench="${LLAMA_BENCH:-}"
 model=.build-bench/bench-qwen3moe.q8_0.gguf
 while [ $# -gt 0 ]; do

@@ -86,8 +86,8 @@ public enum OffloadedModel {
     public static func load(path: String, backend: StorageBackendPreference = .automatic, options: OffloadOptions,
                             expertReads: (any StorageBackend) -> any StorageBackend = { $0 },
                             progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> (DecoderModel, OffloadedExpertProvider?) {
-        guard ExpertPolicies.names.contains(options.policy) else {
-            throw .file("unknown expert policy '\(options.policy)' (one of \(ExpertPolicies.names.joined(separator: ", ")))")
+        guard ExpertPolicies.choices.contains(options.policy) else {
+            throw .file("unknown expert policy '\(options.policy)' (one of \(ExpertPolicies.choices.joined(separator: ", ")))")
         }
         var layout: ExpertLayout?
         var provider: OffloadedExpertProvider?

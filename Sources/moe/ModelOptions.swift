@@ -314,7 +314,7 @@ struct OffloadingOptions: ParsableArguments {
     var expertMemory: String?
 
     @Option(name: .customLong("expert-policy"),
-            help: "Expert cache policy: \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
+            help: "Expert cache policy: auto (the default: arc while the pool holds a token's experts of every MoE layer, fate below), \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
     var policy: String = ExpertPolicies.defaultName
 
     @Option(name: .customLong("numa-node"), help: "NUMA node for the expert pool (default: the node of the compute CPUs).")
@@ -360,8 +360,8 @@ struct OffloadingOptions: ParsableArguments {
             }
             o.expertMemory = bytes
         }
-        guard ExpertPolicies.names.contains(policy) else {
-            throw ValidationError("unknown --expert-policy '\(policy)' (one of \(ExpertPolicies.names.joined(separator: ", ")))")
+        guard ExpertPolicies.choices.contains(policy) else {
+            throw ValidationError("unknown --expert-policy '\(policy)' (one of \(ExpertPolicies.choices.joined(separator: ", ")))")
         }
         o.policy = policy
         guard let mode = PrefetchMode(rawValue: prefetch) else {

@@ -70,7 +70,25 @@ struct PolicyTests {
     @Test("the registry knows five policies by their flag names")
     func registry() {
         #expect(ExpertPolicies.names == ["lru", "lfu", "arc", "fate", "hobbit"])
-        #expect(ExpertPolicies.names.contains(ExpertPolicies.defaultName))
+        #expect(ExpertPolicies.choices == ["auto", "lru", "lfu", "arc", "fate", "hobbit"])
+        #expect(ExpertPolicies.defaultName == "auto")
+    }
+
+    @Test("auto is ARC while the full-precision slots hold a token's experts of every layer, Fate below")
+    func automatic() {
+        // 4 MoE layers x 2 experts per token: 8 slots hold a token's experts of every layer.
+        func context(_ capacity: Int, low: Int = 0) -> PolicyContext {
+            var c = PolicyContext(capacity: capacity, layerCount: 4, expertLayers: Array(0..<4), expertsPerLayer: 16,
+                                  expertsPerToken: 2, bytesPerPrecision: [1000, 300])
+            c.lowPrecisionCapacity = low
+            return c
+        }
+        #expect(ExpertPolicies.resolve("auto", context: context(8)) == "arc")
+        #expect(ExpertPolicies.resolve("auto", context: context(7)) == "fate")
+        #expect(ExpertPolicies.resolve("auto", context: context(12, low: 5)) == "fate")  // 7 full-precision slots
+        #expect(ExpertPolicies.resolve("lru", context: context(2)) == "lru")
+        #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "fate")
+        #expect(type(of: ExpertPolicies.make("auto", context: context(64))!).name == "arc")
     }
 
     @Test("LRU evicts the least recently used")

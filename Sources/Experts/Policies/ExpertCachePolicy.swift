@@ -70,10 +70,27 @@ public enum ExpertPolicies {
         [LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self]
     }
     public static var names: [String] { all.map { $0.name } }
-    public static let defaultName = ARCPolicy.name
+    /// `auto`: ARC while the full-precision slots hold one token's experts of every MoE layer,
+    /// Fate below that. Decoding visits the layers in a loop; when a loop's experts do not
+    /// fit, recency (ARC, LRU) evicts exactly the experts the next token needs first (on the
+    /// benchmark MoE at `--expert-memory 128M`: 0% hits, 3.9 tokens/s), while Fate's
+    /// per-layer quotas keep a stable part resident (40% hits, 10.0 tokens/s). Above it ARC's
+    /// hit rate is as good or slightly better (91.6% against 90.5% at 480M).
+    public static let automaticName = "auto"
+    public static let defaultName = automaticName
+    /// What `--expert-policy` accepts: `auto` and every policy's name.
+    public static var choices: [String] { [automaticName] + names }
+
+    /// The policy `name` stands for in `context` (`auto` resolved; others as they are).
+    public static func resolve(_ name: String, context: PolicyContext) -> String {
+        guard name == automaticName else { return name }
+        let fullPrecisionSlots = context.capacity - context.lowPrecisionCapacity
+        return fullPrecisionSlots < context.expertsPerToken * context.expertLayers.count ? FatePolicy.name : ARCPolicy.name
+    }
 
     public static func make(_ name: String, context: PolicyContext) -> (any ExpertCachePolicy)? {
-        all.first { $0.name == name }.map { $0.init(context: context) }
+        let resolved = resolve(name, context: context)
+        return all.first { $0.name == resolved }.map { $0.init(context: context) }
     }
 }
 
