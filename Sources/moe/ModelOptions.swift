@@ -314,7 +314,7 @@ struct OffloadingOptions: ParsableArguments {
     var expertMemory: String?
 
     @Option(name: .customLong("expert-policy"),
-            help: "Expert cache policy: auto (the default: arc while the pool holds a token's experts of every MoE layer, fate below), \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
+            help: "Expert cache policy: auto (the default: arc, or fate without fallback when the pool holds fewer experts than a token uses over all MoE layers), \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
     var policy: String = ExpertPolicies.defaultName
 
     @Option(name: .customLong("numa-node"), help: "NUMA node for the expert pool (default: the node of the compute CPUs).")

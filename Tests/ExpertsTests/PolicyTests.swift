@@ -74,7 +74,7 @@ struct PolicyTests {
         #expect(ExpertPolicies.defaultName == "auto")
     }
 
-    @Test("auto is ARC while the full-precision slots hold a token's experts of every layer, Fate below")
+    @Test("auto is ARC, or Fate without fallback when the pool holds fewer than a token's experts of every layer")
     func automatic() {
         // 4 MoE layers x 2 experts per token: 8 slots hold a token's experts of every layer.
         func context(_ capacity: Int, low: Int = 0) -> PolicyContext {
@@ -85,7 +85,7 @@ struct PolicyTests {
         }
         #expect(ExpertPolicies.resolve("auto", context: context(8)) == "arc")
         #expect(ExpertPolicies.resolve("auto", context: context(7)) == "fate")
-        #expect(ExpertPolicies.resolve("auto", context: context(12, low: 5)) == "fate")  // 7 full-precision slots
+        #expect(ExpertPolicies.resolve("auto", context: context(7, low: 3)) == "arc")  // with fallback
         #expect(ExpertPolicies.resolve("lru", context: context(2)) == "lru")
         #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "fate")
         #expect(type(of: ExpertPolicies.make("auto", context: context(64))!).name == "arc")
