@@ -9,6 +9,8 @@ public struct OffloadOptions: Sendable {
     /// Bytes for the expert pool; nil derives it from the memory available.
     public var expertMemory: Int?
     public var policy: String = ExpertPolicies.defaultName
+    /// Sequences that will decode together (`--parallel`), for the `auto` policy's choice.
+    public var sequences = 1
     /// NUMA node for the pool; nil: the node of the CPUs that compute.
     public var numaNode: Int?
     /// Context length the session will use (for the automatic budget's KV reserve).
@@ -153,6 +155,7 @@ public enum OffloadedModel {
                                         expertsPerToken: layout.expertsPerToken,
                                         bytesPerPrecision: layout.precisions.indices.map { layout.expertBytes(precision: $0) })
             context.lowPrecisionCapacity = classes.count > 1 ? classes[1].count : 0
+            context.sequences = options.sequences
             let policy = ExpertPolicies.make(options.policy, context: context)!
             let pathPredictor = options.prefetch == .path ? try pathStatistics(options.pathRecords, layout: layout) : nil
             do {

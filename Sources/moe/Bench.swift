@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
         }
         guard runs >= 1 else { throw ValidationError("-r must be ≥ 1") }
         guard parallel >= 1 else { throw ValidationError("--parallel must be ≥ 1") }
-        let model = try options.load()
+        let model = try options.load(sequences: parallel)
         let session = try options.session(model)
         // --parallel N > 1: N sequences of their own in one pool, decoding together.
         let batch = parallel > 1 ? try options.batchKVPool(model, sequences: parallel) : nil

@@ -35,7 +35,7 @@ struct Generate: ParsableCommand {
             printError("error: the prompt is empty")
             throw ExitCode.failure
         }
-        let model = try options.load()
+        let model = try options.load(sequences: parallel)
         let tokenizer = try runReporting { try Tokenizer(metadata: model.weights.file.metadata) }
         let ids = tokenizer.encode(prompt, addBOS: tokenizer.addsBOS)
         guard !ids.isEmpty else {

@@ -51,11 +51,13 @@ struct ModelOptions: ParsableArguments {
 
     /// Loads the model, reporting errors as one line. MoE models are offloaded when
     /// `--expert-memory` is given or when the whole file would not fit in the memory
-    /// available; otherwise every weight is read at start.
-    func load() throws -> DecoderModel {
+    /// available; otherwise every weight is read at start. `sequences`: how many will decode
+    /// together (`--parallel`), which the `auto` expert policy weighs.
+    func load(sequences: Int = 1) throws -> DecoderModel {
         let preference = try backendPreference()
         let path = try modelPath()
         var settings = try offload.settings(contextLength: contextLength)
+        settings.options.sequences = sequences
         settings.options.kvType = try kv.type()
         settings.options.kvMemory = try kv.memoryBytes()
         if let cpus = settings.cpus { try runReporting { try ComputePlacement.restrict(to: cpus) } }

@@ -87,6 +87,12 @@ struct PolicyTests {
         #expect(ExpertPolicies.resolve("auto", context: context(7)) == "fate")
         #expect(ExpertPolicies.resolve("auto", context: context(7, low: 3)) == "arc")  // with fallback
         #expect(ExpertPolicies.resolve("lru", context: context(2)) == "lru")
+        // Four sequences decoding together route up to 8 of 16 experts per layer: 32 in all.
+        var four = context(20)
+        four.sequences = 4
+        #expect(ExpertPolicies.resolve("auto", context: four) == "fate")
+        four.capacity = 32
+        #expect(ExpertPolicies.resolve("auto", context: four) == "arc")
         #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "fate")
         #expect(type(of: ExpertPolicies.make("auto", context: context(64))!).name == "arc")
     }

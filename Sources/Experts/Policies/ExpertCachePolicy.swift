@@ -26,6 +26,8 @@ public struct PolicyContext: Sendable {
     public var expertLayers: [Int]
     public var expertsPerLayer: Int
     public var expertsPerToken: Int
+    /// Sequences decoding together (`--parallel`): a step routes this many tokens per layer.
+    public var sequences = 1
     /// Bytes of one expert at each precision (index = precision).
     public var bytesPerPrecision: [Int]
 
@@ -71,7 +73,8 @@ public enum ExpertPolicies {
     }
     public static var names: [String] { all.map { $0.name } }
     /// `auto`: ARC, except without precision fallback when the pool holds fewer experts than
-    /// one token uses over all MoE layers: Fate there. Decoding visits the layers in a loop;
+    /// one decoding step uses over all MoE layers (k per layer for one sequence, up to N·k
+    /// for N decoding together): Fate there. Decoding visits the layers in a loop;
     /// when a loop's experts do not fit, recency (ARC, LRU) evicts exactly the experts the
     /// next token needs first (benchmark MoE at `--expert-memory 128M`: 0% hits, 5.1
     /// tokens/s), while Fate's per-layer quotas keep a stable part resident (40%, 9.4). Above
@@ -86,7 +89,8 @@ public enum ExpertPolicies {
     /// The policy `name` stands for in `context` (`auto` resolved; others as they are).
     public static func resolve(_ name: String, context: PolicyContext) -> String {
         guard name == automaticName else { return name }
-        let loop = context.expertsPerToken * context.expertLayers.count
+        let perLayer = min(context.expertsPerLayer, context.expertsPerToken * max(context.sequences, 1))
+        let loop = perLayer * context.expertLayers.count
         return context.lowPrecisionCapacity == 0 && context.capacity < loop ? FatePolicy.name : ARCPolicy.name
     }
 
