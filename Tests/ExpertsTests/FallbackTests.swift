@@ -33,18 +33,6 @@ func residentAtPrecision(_ path: String, precision: Int) throws -> DecoderModel 
     }
 }
 
-private func withFallback(_ path: String, budget: Int, threshold: Float?, type: String? = nil, policy: String = "arc",
-                          prefetch: PrefetchMode = .none) throws -> (DecoderModel, OffloadedExpertProvider) {
-    var options = OffloadOptions()
-    options.expertMemory = budget
-    options.policy = policy
-    options.prefetch = prefetch
-    options.fallbackThreshold = threshold
-    options.fallbackType = type
-    let (model, provider) = try OffloadedModel.load(path: path, options: options)
-    return (model, try #require(provider))
-}
-
 @Suite("Precision fallback", .serialized)
 struct FallbackTests {
     static let pool = OffloadingTests.pool
@@ -116,15 +104,7 @@ struct FallbackTests {
         let got = try scriptLogits(model, pool: Self.pool)
         let s = provider.stats
         #expect(s.lowPrecisionUses > 0 && s.lowPrecisionUses < s.expertUses, "\(s.lowPrecisionUses) of \(s.expertUses)")
-        // Close to the full-precision logits on the prompt (the greedy steps after it may
-        // take other tokens): at each position within a small share of the logits' spread.
-        let vocab = model.vocabularySize
-        for position in 0..<8 {
-            let g = got[(position * vocab)..<((position + 1) * vocab)], e = expected[(position * vocab)..<((position + 1) * vocab)]
-            let spread = e.max()! - e.min()!
-            let worst = zip(g, e).map { abs($0 - $1) }.max()!
-            #expect(worst < 0.1 * spread, "\(name), position \(position): worst logit difference \(worst) (spread \(spread))")
-        }
+        expectPromptLogitsClose(got, expected, vocabulary: model.vocabularySize, name)
     }
 
     @Test("the copies get their own smaller slots within the budget, at least a token's worth")

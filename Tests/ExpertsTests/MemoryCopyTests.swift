@@ -7,19 +7,6 @@ import Testing
 import TestSupport
 @testable import Experts
 
-private func withMemoryCopies(_ path: String, budget: Int, threshold: Float, type: String? = "q4_0", policy: String = "arc",
-                              prefetch: PrefetchMode = .none, share: Double = 0.25) throws -> (DecoderModel, OffloadedExpertProvider) {
-    var options = OffloadOptions()
-    options.expertMemory = budget
-    options.policy = policy
-    options.prefetch = prefetch
-    options.fallbackThreshold = threshold
-    options.fallbackType = type
-    options.fallbackShare = share
-    let (model, provider) = try OffloadedModel.load(path: path, options: options)
-    return (model, try #require(provider))
-}
-
 /// The bytes of `expert`'s bundle at `precision` in a pack's contents.
 private func bundleBytes(_ pack: Data, _ layout: ExpertLayout, layer: Int, expert: Int, precision: Int) -> [UInt8] {
     let slices = layout.slices(layer: layer, expert: expert, precision: precision)
@@ -60,7 +47,7 @@ struct MemoryCopyTests {
         let packLayout = try ExpertLayout(file: file, hyperParameters: HyperParameters(metadata: file.metadata))
         let pack = try Data(contentsOf: URL(fileURLWithPath: packPath))
         // Room for every expert at both precisions: every expert read is copied.
-        let (model, provider) = try withMemoryCopies(Shared.model(name), budget: 64 << 20, threshold: 0, type: type.name)
+        let (model, provider) = try withFallback(Shared.model(name), budget: 64 << 20, threshold: 0, type: type.name)
         #expect(provider.makesCopies && provider.layout.precisions.last == type.name)
         _ = try scriptLogits(model, pool: Self.pool)
         provider.makePendingCopies()
@@ -87,7 +74,7 @@ struct MemoryCopyTests {
         defer { dir.remove() }
         let pack = try makePack(Self.name, in: dir, lowPrecisions: [.q4_0])
         let expected = try scriptLogits(try residentAtPrecision(pack, precision: 1), pool: Self.pool)
-        let (model, provider) = try withMemoryCopies(Shared.model(Self.name), budget: 64 << 20, threshold: 0)
+        let (model, provider) = try withFallback(Shared.model(Self.name), budget: 64 << 20, threshold: 0, type: "q4_0")
         // First, at full precision, batches of 48 tokens select (so read and copy) every expert.
         let all = provider.layout.layers.count * provider.layout.expertCount
         for seed in 0..<4 where provider.stats.copiesMade < all {
@@ -110,7 +97,7 @@ struct MemoryCopyTests {
     @Test("a zero threshold never falls back: copies are made, the logits are bit-identical to full precision")
     func zeroThreshold() throws {
         let expected = try scriptLogits(try DecoderModel.load(path: Shared.model(Self.name)), pool: Self.pool)
-        let (model, provider) = try withMemoryCopies(Shared.model(Self.name), budget: 3 << 20, threshold: 0, prefetch: .gate)
+        let (model, provider) = try withFallback(Shared.model(Self.name), budget: 3 << 20, threshold: 0, type: "q4_0", prefetch: .gate)
         let got = try scriptLogits(model, pool: Self.pool)
         #expect(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern })
         #expect(provider.stats.lowPrecisionUses == 0)
@@ -124,8 +111,8 @@ struct MemoryCopyTests {
         let expected = try scriptLogits(try DecoderModel.load(path: Shared.model(Self.name)), pool: Self.pool)
         for (budget, prefetch) in [(3 << 20, PrefetchMode.none), (2 << 20, .gate), (6 << 20, .adaptive)] {
             let what = "\(policy), budget \(budget), prefetch \(prefetch)"
-            let (model, provider) = try withMemoryCopies(Shared.model(Self.name), budget: budget, threshold: 0.3,
-                                                         policy: policy, prefetch: prefetch, share: 0.5)
+            let (model, provider) = try withFallback(Shared.model(Self.name), budget: budget, threshold: 0.3, type: "q4_0",
+                                                     policy: policy, prefetch: prefetch, share: 0.5)
             #expect(provider.pool.totalBytes <= budget)
             var got: [Float] = []
             for _ in 0..<3 {
@@ -136,14 +123,7 @@ struct MemoryCopyTests {
             #expect(s.copiesMade > 0, "\(what)")
             #expect(s.lowPrecisionUses > 0 && s.lowPrecisionUses < s.expertUses, "\(what): \(s.lowPrecisionUses) of \(s.expertUses)")
             #expect(s.madeCopyUses == s.lowPrecisionUses && s.lowPrecisionBytesRead == 0, "\(what)")
-            // Close to full precision on the prompt.
-            let vocab = model.vocabularySize
-            for position in 0..<8 {
-                let g = got[(position * vocab)..<((position + 1) * vocab)], e = expected[(position * vocab)..<((position + 1) * vocab)]
-                let spread = e.max()! - e.min()!
-                let worst = zip(g, e).map { abs($0 - $1) }.max()!
-                #expect(worst < 0.1 * spread, "\(what), position \(position): worst logit difference \(worst) (spread \(spread))")
-            }
+            expectPromptLogitsClose(got, expected, vocabulary: model.vocabularySize, what)
         }
     }
 
@@ -152,20 +132,20 @@ struct MemoryCopyTests {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let pack = try makePack(Self.name, in: dir, lowPrecisions: [.q2_K])
-        let (model, provider) = try withMemoryCopies(pack, budget: 3 << 20, threshold: 0.3)
+        let (model, provider) = try withFallback(pack, budget: 3 << 20, threshold: 0.3, type: "q4_0")
         #expect(provider.layout.precisions == ["native", "q2_K", "q4_0"] && provider.makesCopies)
         _ = try scriptLogits(model, pool: Self.pool)
         _ = try scriptLogits(model, pool: Self.pool)
         #expect(provider.stats.copiesMade > 0 && provider.stats.madeCopyUses > 0)
         checkClasses(provider, "pack")
         // The pack's own type is read from it, as before.
-        let (_, reading) = try withMemoryCopies(pack, budget: 3 << 20, threshold: 0.3, type: "q2_k")
+        let (_, reading) = try withFallback(pack, budget: 3 << 20, threshold: 0.3, type: "q2_k")
         #expect(!reading.makesCopies && reading.layout.precisions == ["native", "q2_K"])
     }
 
     @Test("without a type or a pack, the copies are Q4_0 made in memory")
     func defaultType() throws {
-        let (_, provider) = try withMemoryCopies(Shared.model("tiny-qwen3moe.q8_0.gguf"), budget: 3 << 20, threshold: 0.3, type: nil)
+        let (_, provider) = try withFallback(Shared.model("tiny-qwen3moe.q8_0.gguf"), budget: 3 << 20, threshold: 0.3, type: nil)
         #expect(provider.makesCopies && provider.layout.precisions == ["native", "q4_0"])
         #expect(provider.pool.classBytes[1] < provider.pool.classBytes[0])
     }
@@ -197,7 +177,7 @@ struct MemoryCopyTests {
         } throws: { ($0 as? ExpertError).map { if case .unsupportedFallbackType = $0 { true } else { false } } == true }
         // Through the loader, the message names the type, the matrix and the block size.
         #expect {
-            _ = try withMemoryCopies(defaultModel, budget: 8 << 20, threshold: 0.5, type: "q2_K")
+            _ = try withFallback(defaultModel, budget: 8 << 20, threshold: 0.5, type: "q2_K")
         } throws: { "\($0)".contains("--fallback-type q2_K cannot hold blk.0.ffn_down_exps.weight: its rows of 384 values") }
     }
 }
