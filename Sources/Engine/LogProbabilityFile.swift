@@ -88,22 +88,22 @@ public enum LogProbabilityFile {
         public var fileBytes: UInt64 { UInt64(headerBytes) + UInt64(scoredPositions) * UInt64(recordBytes) + 4 }
 
         func encoded() -> [UInt8] {
-            var out = LogProbabilityFile.magic
-            func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-            put(LogProbabilityFile.version)
-            put(UInt32(headerBytes))
-            put(UInt32(vocabularySize))
-            put(UInt32(contextLength))
-            put(UInt32(chunkCount))
-            put(UInt32(0))
-            put(UInt64(scoredPositions))
-            put(tokenHash)
-            put(modelSize)
+            var out = ByteWriter()
+            out.bytes(LogProbabilityFile.magic)
+            out.u32(LogProbabilityFile.version)
+            out.u32(UInt32(headerBytes))
+            out.u32(UInt32(vocabularySize))
+            out.u32(UInt32(contextLength))
+            out.u32(UInt32(chunkCount))
+            out.u32(0)
+            out.u64(UInt64(scoredPositions))
+            out.u64(tokenHash)
+            out.u64(modelSize)
             let name = nameBytes
-            put(UInt32(name.count))
-            out += name
-            out += [UInt8](repeating: 0, count: headerBytes - out.count)
-            return out
+            out.u32(UInt32(name.count))
+            out.bytes(name)
+            out.bytes([UInt8](repeating: 0, count: headerBytes - out.data.count))
+            return out.data
         }
 
         /// Checks that a base with this header can be compared with a run described by
@@ -259,18 +259,19 @@ public enum LogProbabilityFile {
             let got = try Self.read(fd, into: &fixed, at: 0, path: path)
             guard got >= 8, Array(fixed[0..<8]) == LogProbabilityFile.magic else { throw fail(.notALogProbabilityFile) }
             guard got == fixed.count else { throw fail(.truncated(expectedBytes: UInt64(fixed.count), actualBytes: size)) }
-            func u32(_ o: Int) -> UInt32 { fixed.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self)) } }
-            func u64(_ o: Int) -> UInt64 { fixed.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self)) } }
-            let version = u32(8)
+            var r = ByteReader(fixed)
+            r.offset = 8  // past the magic
+            let version = r.u32()
             guard version == LogProbabilityFile.version else {
                 throw fail(.unsupportedVersion(found: version, supported: LogProbabilityFile.version))
             }
-            let headerBytes = Int(u32(12)), vocabulary = Int(u32(16)), context = Int(u32(20)), chunks = Int(u32(24))
-            let positions = u64(32), nameLength = Int(u32(56))
+            let headerBytes = Int(r.u32()), vocabulary = Int(r.u32()), context = Int(r.u32()), chunks = Int(r.u32())
+            let reserved = r.u32()
+            let positions = r.u64(), tokenHash = r.u64(), modelSize = r.u64(), nameLength = Int(r.u32())
             guard vocabulary > 0 else { throw fail(.badHeader("vocabulary size 0")) }
             guard context >= 4 else { throw fail(.badHeader("context length \(context) (at least 4)")) }
             guard chunks > 0 else { throw fail(.badHeader("chunk count 0")) }
-            guard u32(28) == 0 else { throw fail(.badHeader("reserved field \(u32(28)) is not 0")) }
+            guard reserved == 0 else { throw fail(.badHeader("reserved field \(reserved) is not 0")) }
             let perChunk = context - 1 - context / 2
             guard positions == UInt64(chunks) * UInt64(perChunk) else {
                 throw fail(.badHeader("\(positions) scored positions, but \(chunks) chunks of \(context) score \(chunks * perChunk)"))
@@ -289,7 +290,7 @@ public enum LogProbabilityFile {
             }
             guard let modelName = String(validating: name, as: UTF8.self) else { throw fail(.badHeader("model name is not UTF-8")) }
             let header = Header(vocabularySize: vocabulary, contextLength: context, chunkCount: chunks,
-                                scoredPositions: Int(positions), tokenHash: u64(40), modelName: modelName, modelSize: u64(48))
+                                scoredPositions: Int(positions), tokenHash: tokenHash, modelName: modelName, modelSize: modelSize)
 
             // Size, then checksum.
             let expected = header.fileBytes
