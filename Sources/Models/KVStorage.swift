@@ -101,25 +101,10 @@ enum HalfMath {
         FP16.toFloat(p.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
     }
 
-    /// `VectorMath.dot(a, b)` with b in F16.
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafeRawPointer, count: Int) -> Float {
-        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-        var i = 0
-        while i &+ 16 <= count {
-            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * load8(b + i &* 2)
-            acc1 += UnsafeRawPointer(a + i + 8).loadUnaligned(as: SIMD8<Float>.self) * load8(b + (i &+ 8) &* 2)
-            i &+= 16
-        }
-        var s = (acc0 + acc1).sum()
-        while i < count { s += a[i] * load1(b, i); i &+= 1 }
-        return s
-    }
-
-    /// `dot(q[k], b)` for the `N` (2 or 4) queries of `q` against one F16 row `b`: the row is
-    /// loaded and widened once for all of them (the query heads of a KV head share its keys).
-    /// Each lane is computed exactly as `dot` computes it (same accumulators, same order), so
-    /// the results are bit-identical.
+    /// `scale * VectorMath.dot(q[k], b)` for the `N` (1, 2 or 4) queries of `q` against one F16
+    /// row `b`, into `out[k * stride]`: the row is loaded and widened once for all of them (the
+    /// query heads of a KV head share its keys). Each query's sum has `VectorMath.dot`'s
+    /// accumulators and order, so a result is what that gives for the widened row.
     @inline(__always)
     static func dots<let N: Int>(_ q: InlineArray<N, UnsafePointer<Float>>, _ b: UnsafeRawPointer, count: Int,
                                  into out: UnsafeMutablePointer<Float>, stride: Int, scale: Float) {
@@ -142,8 +127,8 @@ enum HalfMath {
         }
     }
 
-    /// `addScaled(y, scale[k], into: x[k])` for `N` outputs and one F16 row `y`, widened once;
-    /// each output gets exactly what `addScaled` gives it.
+    /// `VectorMath.addScaled(y, scale[k], into: x[k])` for `N` outputs and one F16 row `y`,
+    /// widened once; each output gets exactly what that gives for the widened row.
     @inline(__always)
     static func addScaled<let N: Int>(_ y: UnsafeRawPointer, scales: InlineArray<N, Float>,
                                       into x: InlineArray<N, UnsafeMutablePointer<Float>>, count: Int) {
@@ -161,17 +146,5 @@ enum HalfMath {
             for k in 0..<N { x[k][i] += scales[k] * v }
             i &+= 1
         }
-    }
-
-    /// `VectorMath.addScaled(y, scale, x)` with y in F16.
-    @inline(__always)
-    static func addScaled(_ y: UnsafeRawPointer, scale: Float, into x: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        while i &+ 8 <= count {
-            let a = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(x + i).storeBytes(of: a + load8(y + i &* 2) * scale, as: SIMD8<Float>.self)
-            i &+= 8
-        }
-        while i < count { x[i] += scale * load1(y, i); i &+= 1 }
     }
 }

@@ -110,78 +110,74 @@ public struct Attention: @unchecked Sendable {
             longest = max(longest, segment.start + segment.rows)
         }
 
-        // One task per query head: each walks every token over its own sequence's causal window.
         let attended = workspace.floats(Slot.attentionOut, count: tokens * heads * valueHeadSize)
-        let scoresBase = workspace.floats(Slot.scores, count: heads * longest)
-        let scale = 1 / Float(headSize).squareRoot()
-        let group = heads / kvHeads
-        let headSize = self.headSize, valueHeadSize = self.valueHeadSize, heads = self.heads
         // Keys and values are read block by block through each sequence's block table: a
         // block's rows are a fixed stride apart, so the inner loops see contiguous rows.
         // Plain values per segment, so the threads touch no Swift object.
         let walks = segments.map { AttentionSegment.Walk(view: $0.cache.view(layer: layer), type: $0.cache.layout.type,
                                                          firstRow: $0.firstRow, rows: $0.rows, start: $0.start) }
-        // Q8_0/Q4_0 rows: the query head is quantized to 8 bits per 32 values once per token
-        // and a block's rows go to the quantized-row kernels (`KVRowKernels`); F16 rows are
-        // read with the F16 twins of the F32 kernels.
-        if walks.allSatisfy({ $0.type == .f16 }) {
-            attendF16(q: UnsafePointer(q), walks: walks, longest: longest, attended: attended, workspace: workspace,
-                      pool: pool)
-        } else {
-            let queryBytes = walks.contains { $0.type != .f16 } ? KVRowKernels.queryBytes(count: headSize) : 1
-            pool.parallelFor(heads) { h in
-                let kvh = h / group
-                let scores = scoresBase + h * longest
-                withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
-                    let quantizedQuery = UnsafeMutableRawPointer(buffer.baseAddress!)
-                    for walk in walks {
-                        let view = walk.view, type = walk.type, start = walk.start
-                        let blockSize = view.blockSize
-                        let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
-                        let quantized = type != .f16
-                        let ggml = type.ggmlType
-                        let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
-                        for s in 0..<walk.rows {
-                            let t = walk.firstRow + s
-                            let qh = UnsafePointer(q + t * qWidth + h * headSize)
-                            if quantized { KVRowKernels.quantizeQuery(qh, count: headSize, into: quantizedQuery) }
-                            let visible = start + s + 1
-                            var j = 0, b = 0
-                            while j < visible {
-                                let n = min(blockSize, visible - j)
-                                let keys = view.keys(block: b) + keyOffset
-                                if quantized {
-                                    KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize, keys: keys,
-                                                      stride: keyStride, rows: n, scale: scale, into: scores + j)
-                                } else {
-                                    for r in 0..<n { scores[j + r] = HalfMath.dot(qh, keys + r * keyStride, count: headSize) * scale }
-                                }
-                                j += n
-                                b += 1
-                            }
-                            AttentionTile.normalize(scores, count: visible)
-                            let o = attended + (t * heads + h) * valueHeadSize
-                            for i in 0..<valueHeadSize { o[i] = 0 }
-                            j = 0
-                            b = 0
-                            while j < visible {
-                                let n = min(blockSize, visible - j)
-                                let values = view.values(block: b) + valueOffset
-                                if quantized {
-                                    KVRowKernels.addScaled(ggml, values: values, stride: valueStride, rows: n, weights: scores + j,
-                                                           into: o, count: valueHeadSize)
-                                } else {
-                                    for r in 0..<n { HalfMath.addScaled(values + r * valueStride, scale: scores[j + r], into: o, count: valueHeadSize) }
-                                }
-                                j += n
-                                b += 1
-                            }
+        let f16 = walks.filter { $0.type == .f16 }, quantized = walks.filter { $0.type != .f16 }
+        if !f16.isEmpty {
+            attendF16(q: UnsafePointer(q), walks: f16, longest: longest, attended: attended, workspace: workspace, pool: pool)
+        }
+        if !quantized.isEmpty {
+            attendQuantized(q: UnsafePointer(q), walks: quantized, longest: longest, attended: attended,
+                            workspace: workspace, pool: pool)
+        }
+        MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
+    }
+
+    /// Attention over Q8_0/Q4_0 blocks, one task per query head: the head's query is
+    /// quantized to 8 bits per 32 values once per token and a block's rows go to the
+    /// quantized-row kernels (`KVRowKernels`).
+    private func attendQuantized(q: UnsafePointer<Float>, walks: [AttentionSegment.Walk], longest: Int,
+                                 attended: UnsafeMutablePointer<Float>, workspace: Workspace, pool: ThreadPool) {
+        let scoresBase = workspace.floats(Slot.scores, count: heads * longest)
+        let scale = 1 / Float(headSize).squareRoot()
+        let group = heads / kvHeads
+        let headSize = headSize, valueHeadSize = valueHeadSize, heads = heads
+        let qWidth = heads * headSize
+        let queryBytes = KVRowKernels.queryBytes(count: headSize)
+        pool.parallelFor(heads) { h in
+            let kvh = h / group
+            let scores = scoresBase + h * longest
+            withUnsafeTemporaryAllocation(byteCount: queryBytes, alignment: 64) { buffer in
+                let quantizedQuery = UnsafeMutableRawPointer(buffer.baseAddress!)
+                for walk in walks {
+                    let view = walk.view, type = walk.type, start = walk.start
+                    let blockSize = view.blockSize
+                    let keyStride = view.keyRowBytes, valueStride = view.valueRowBytes
+                    let ggml = type.ggmlType
+                    let keyOffset = type.rowBytes(width: kvh * headSize), valueOffset = type.rowBytes(width: kvh * valueHeadSize)
+                    for s in 0..<walk.rows {
+                        let t = walk.firstRow + s
+                        KVRowKernels.quantizeQuery(q + t * qWidth + h * headSize, count: headSize, into: quantizedQuery)
+                        let visible = start + s + 1
+                        var j = 0, b = 0
+                        while j < visible {
+                            let n = min(blockSize, visible - j)
+                            KVRowKernels.dots(ggml, query: UnsafeRawPointer(quantizedQuery), count: headSize,
+                                              keys: view.keys(block: b) + keyOffset, stride: keyStride, rows: n, scale: scale,
+                                              into: scores + j)
+                            j += n
+                            b += 1
+                        }
+                        AttentionTile.normalize(scores, count: visible)
+                        let o = attended + (t * heads + h) * valueHeadSize
+                        o.update(repeating: 0, count: valueHeadSize)
+                        j = 0
+                        b = 0
+                        while j < visible {
+                            let n = min(blockSize, visible - j)
+                            KVRowKernels.addScaled(ggml, values: view.values(block: b) + valueOffset, stride: valueStride, rows: n,
+                                                   weights: scores + j, into: o, count: valueHeadSize)
+                            j += n
+                            b += 1
                         }
                     }
                 }
             }
         }
-        MatMul.multiply(output, input: attended, tokens: tokens, output: out, pool: pool)
     }
 
     /// Attention over F16 blocks. The query heads that share a KV head (grouped-query
