@@ -17,6 +17,8 @@ public final class Session {
     /// cost (`restore`). Nil until measured (or taken from a session file).
     public var prefillSecondsPerPosition: Double?
     static let rateSampleTokens = 16
+    /// `SessionFile`'s fingerprint of the model, once computed.
+    var modelFingerprint: UInt64?
 
     /// - Parameters:
     ///   - contextLength: positions the cache holds (at most the model's own).

@@ -72,6 +72,15 @@ public enum SessionFile {
         return hash.value
     }
 
+    /// The fingerprint of `session`'s model, computed once per session (a chat saves after
+    /// every reply; the header read and hashed does not change).
+    static func fingerprint(of session: Session) throws(SessionFileError) -> UInt64 {
+        if let known = session.modelFingerprint { return known }
+        let value = try fingerprint(of: session.model)
+        session.modelFingerprint = value
+        return value
+    }
+
     static func typeCode(_ t: KVType) -> UInt32 {
         switch t {
         case .f16: return 0
@@ -94,7 +103,7 @@ public enum SessionFile {
     /// Saves every position of `session`'s sequence, with `contents` as application data,
     /// atomically: the file at `path` is the old one or the complete new one.
     public static func save(_ session: Session, to path: String, contents: SessionContents) throws(SessionFileError) {
-        let fingerprint = try fingerprint(of: session.model)
+        let fingerprint = try fingerprint(of: session)
         let cache = session.cache
         let layout = cache.layout
         let blocks = layout.blocks(forPositions: cache.count)
@@ -313,7 +322,7 @@ public final class SavedSession {
     /// Throws unless `session` can take these keys and values: the same model (fingerprint),
     /// the same layout (block type included) and a context that holds them.
     public func check(against session: Session) throws(SessionFileError) {
-        let fingerprint = try SessionFile.fingerprint(of: session.model)
+        let fingerprint = try SessionFile.fingerprint(of: session)
         let identity = LogProbabilityFile.modelIdentity(session.model)
         guard fingerprint == self.fingerprint else {
             throw SessionFileError(path: path, problem: .modelMismatch(saved: modelName, savedSize: modelSize,
