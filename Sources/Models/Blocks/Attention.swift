@@ -318,3 +318,55 @@ struct AttentionTile {
         for j in 0..<count { scores[j] *= inv }
     }
 }
+
+// Beside their only caller: debug builds compile file by file, and these generics over the
+// count N would otherwise run unspecialized there, a path that crashed now and then (a call
+// through a null pointer, two threads, Swift 6.3.1).
+extension HalfMath {
+    /// `scale * VectorMath.dot(q[k], b)` for the `N` (1, 2 or 4) queries of `q` against one F16
+    /// row `b`, into `out[k * stride]`: the row is loaded and widened once for all of them (the
+    /// query heads of a KV head share its keys). Each query's sum has `VectorMath.dot`'s
+    /// accumulators and order, so a result is what that gives for the widened row.
+    @inline(__always)
+    static func dots<let N: Int>(_ q: InlineArray<N, UnsafePointer<Float>>, _ b: UnsafeRawPointer, count: Int,
+                                 into out: UnsafeMutablePointer<Float>, stride: Int, scale: Float) {
+        var acc0 = InlineArray<N, SIMD8<Float>>(repeating: SIMD8<Float>())
+        var acc1 = InlineArray<N, SIMD8<Float>>(repeating: SIMD8<Float>())
+        var i = 0
+        while i &+ 16 <= count {
+            let k0 = load8(b + i &* 2), k1 = load8(b + (i &+ 8) &* 2)
+            for k in 0..<N {
+                acc0[k] += UnsafeRawPointer(q[k] + i).loadUnaligned(as: SIMD8<Float>.self) * k0
+                acc1[k] += UnsafeRawPointer(q[k] + i + 8).loadUnaligned(as: SIMD8<Float>.self) * k1
+            }
+            i &+= 16
+        }
+        for k in 0..<N {
+            var s = (acc0[k] + acc1[k]).sum()
+            var j = i
+            while j < count { s += q[k][j] * load1(b, j); j &+= 1 }
+            out[k &* stride] = s * scale
+        }
+    }
+
+    /// `VectorMath.addScaled(y, scale[k], into: x[k])` for `N` outputs and one F16 row `y`,
+    /// widened once; each output gets exactly what that gives for the widened row.
+    @inline(__always)
+    static func addScaled<let N: Int>(_ y: UnsafeRawPointer, scales: InlineArray<N, Float>,
+                                      into x: InlineArray<N, UnsafeMutablePointer<Float>>, count: Int) {
+        var i = 0
+        while i &+ 8 <= count {
+            let v = load8(y + i &* 2)
+            for k in 0..<N {
+                let a = UnsafeRawPointer(x[k] + i).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(x[k] + i).storeBytes(of: a + v * scales[k], as: SIMD8<Float>.self)
+            }
+            i &+= 8
+        }
+        while i < count {
+            let v = load1(y, i)
+            for k in 0..<N { x[k][i] += scales[k] * v }
+            i &+= 1
+        }
+    }
+}
