@@ -42,7 +42,9 @@ let package = Package(
         ),
         .target(name: "GGUF", dependencies: ["Storage"]),
         // Quantized block formats, matrix kernels (AVX2 and portable SIMD), thread pool.
-        .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelFlags),
+        .target(name: "Kernels", dependencies: ["GGUF", "CPrefetch"], swiftSettings: kernelFlags),
+        // Software prefetch hint for the kernels (a builtin Swift cannot name).
+        .target(name: "CPrefetch"),
         // SentencePiece and byte-level BPE tokenizers built from GGUF metadata.
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
         // The paged KV manager: a byte-bounded pool of blocks, per-sequence block tables,

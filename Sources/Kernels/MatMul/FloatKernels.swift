@@ -1,3 +1,4 @@
+import CPrefetch
 import GGUF
 #if arch(x86_64) && !MOE_PORTABLE_SIMD
 import _Builtin_intrinsics.intel
@@ -56,8 +57,10 @@ enum FloatKernel {
     static func dot<F: FloatFormat>(_: F.Type, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
         let xr = UnsafeRawPointer(x)
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        let ahead = decodePrefetchBytes
         var i = 0
         while i &+ 32 <= n {
+            if ahead != 0 { prefetchLines(w + (i &* F.elementBytes &+ ahead), bytes: 32 &* F.elementBytes) }
             a0 = a0.addingProduct(F.load8(w, i), xr.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self))
             a1 = a1.addingProduct(F.load8(w, i &+ 8), xr.loadUnaligned(fromByteOffset: (i &+ 8) &* 4, as: SIMD8<Float>.self))
             a2 = a2.addingProduct(F.load8(w, i &+ 16), xr.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: SIMD8<Float>.self))

@@ -1,3 +1,4 @@
+import CPrefetch
 import GGUF
 #if canImport(Glibc)
 import Glibc
@@ -353,8 +354,10 @@ enum KQuantKernel {
         var accMin = SIMD4<Float>()
         let low4 = _mm256_set1_epi8(0x0F)
         let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
+        let ahead = decodePrefetchBytes
         for sb in 0..<superBlocks {
             let p = w + sb &* 144
+            if ahead != 0 { prefetchLines(p + ahead, bytes: 144) }
             let a = UnsafeRawPointer(aq + sb &* 256)
             let da = ad[sb]
             let d = loadHalf(p, 0, h) * da
@@ -403,8 +406,10 @@ enum KQuantKernel {
         var acc = _mm256_setzero_ps()
         let m3 = _mm256_set1_epi8(3), m15 = _mm256_set1_epi8(15)
         let m12 = _mm256_set1_epi8(12), m48 = _mm256_set1_epi8(48), mC0 = _mm256_set1_epi8(-64)
+        let ahead = decodePrefetchBytes
         for sb in 0..<superBlocks {
             let p = w + sb &* 210
+            if ahead != 0 { prefetchLines(p + ahead, bytes: 210) }
             let a = UnsafeRawPointer(aq + sb &* 256)
             let d = loadHalf(p, 208, h) * ad[sb]
             let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
