@@ -263,11 +263,10 @@ enum Block32Kernel {
     @inline(__always)
     static func tile1x1<F: Block32Format>(_ f: F.Type, _ w0: UnsafeRawPointer, blocks: Int,
                                           _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>) -> Float {
+                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
         var acc = _mm256_setzero_ps()
         var corr: Float = 0
         var off = 0
-        let ahead = decodePrefetchBytes
         for b in 0..<blocks {
             if ahead != 0 && b & 1 == 0 { moe_prefetch_read(w0 + (off &+ ahead)) }
             let a = _mm256_loadu_si256(UnsafeRawPointer(aq + b &* 32).assumingMemoryBound(to: __m256i.self))
@@ -334,11 +333,10 @@ enum Block32Kernel {
     @inline(__always)
     static func dotPortable<F: Block32Format>(_ f: F.Type, _ w: UnsafeRawPointer, blocks: Int,
                                               _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                                              _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>) -> Float {
+                                              _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>, ahead: Int = 0) -> Float {
         var acc: Float = 0
         var corr: Float = 0
         var off = 0
-        let ahead = decodePrefetchBytes
         for b in 0..<blocks {
             let p = w + off
             if ahead != 0 && b & 1 == 0 { moe_prefetch_read(p + ahead) }
@@ -354,8 +352,8 @@ enum Block32Kernel {
     @inline(__always)
     static func tile1x1<F: Block32Format>(_ f: F.Type, _ w0: UnsafeRawPointer, blocks: Int,
                                           _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>) -> Float {
-        dotPortable(f, w0, blocks: blocks, aq, ad, asum, h)
+                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
+        dotPortable(f, w0, blocks: blocks, aq, ad, asum, h, ahead: ahead)
     }
 
     @inline(__always)
@@ -389,6 +387,8 @@ enum Block32Kernel {
         let blocks = weight.columns / 32
         let h = HalfTable.pointer
         let last = rowRange.upperBound - 1
+        // Tuning globals, read once per task (each read of a global is a swift_once check).
+        let oneRow = rowsAtATime == 1, ahead = decodePrefetchBytes
         var r = rowRange.lowerBound
         while r < rowRange.upperBound {
             let n = min(4, rowRange.upperBound - r)
@@ -405,10 +405,10 @@ enum Block32Kernel {
                     store(x, n, output + (t &* outputStride &+ r))
                     store(y, n, output + ((t + 1) &* outputStride &+ r))
                     t += 2
-                } else if rowsAtATime == 1 {
+                } else if oneRow {
                     for i in 0..<n {
                         output[t &* outputStride &+ r &+ i] = tile1x1(f, weight.row(r &+ i), blocks: blocks,
-                                    act.tokenQuants(t), act.tokenScales(t), act.tokenBlockSums(t), h)
+                                    act.tokenQuants(t), act.tokenScales(t), act.tokenBlockSums(t), h, ahead: ahead)
                     }
                     t += 1
                 } else {
@@ -485,9 +485,10 @@ extension KVRowKernels {
         let ad = (query + count).assumingMemoryBound(to: Float.self)
         let asum = ad + blocks
         let h = HalfTable.pointer
+        let ahead = decodePrefetchBytes
         var row = keys
         for j in 0..<rows {
-            scores[j] = Block32Kernel.tile1x1(f, row, blocks: blocks, aq, ad, asum, h) * scale
+            scores[j] = Block32Kernel.tile1x1(f, row, blocks: blocks, aq, ad, asum, h, ahead: ahead) * scale
             row += stride
         }
     }

@@ -54,10 +54,9 @@ enum BF16Format: FloatFormat {
 enum FloatKernel {
     /// Dot product of `n` weights of format F at `w` with `n` floats at `x`.
     @inline(__always)
-    static func dot<F: FloatFormat>(_: F.Type, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    static func dot<F: FloatFormat>(_: F.Type, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int, ahead: Int) -> Float {
         let xr = UnsafeRawPointer(x)
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-        let ahead = decodePrefetchBytes
         var i = 0
         while i &+ 32 <= n {
             if ahead != 0 { prefetchLines(w + (i &* F.elementBytes &+ ahead), bytes: 32 &* F.elementBytes) }
@@ -116,6 +115,7 @@ enum FloatKernel {
         let last = rowRange.upperBound - 1
         let expand = F.self != F32Format.self && tokenRange.count > 2
         let rowStride = roundUp(n * 4, 64)
+        let ahead = decodePrefetchBytes
         var r = rowRange.lowerBound
         while r < rowRange.upperBound {
             let count = min(4, rowRange.upperBound - r)
@@ -142,7 +142,7 @@ enum FloatKernel {
                 // Decode: one sequential weight stream at a time (see `rowsAtATime`).
                 let t = tokenRange.lowerBound
                 for i in 0..<count {
-                    output[t &* outputStride &+ r &+ i] = dot(f, weight.row(r &+ i), act.tokenInput(t), n)
+                    output[t &* outputStride &+ r &+ i] = dot(f, weight.row(r &+ i), act.tokenInput(t), n, ahead: ahead)
                 }
             } else {
                 let w0 = weight.row(r), w1 = weight.row(min(r + 1, last))

@@ -349,12 +349,11 @@ enum KQuantKernel {
     /// Q4_K row · q8x256 token straight from the packed blocks (decode: no unpacking pass).
     @inline(__always)
     static func dotQ4_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>) -> Float {
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
         var acc = _mm256_setzero_ps()
         var accMin = SIMD4<Float>()
         let low4 = _mm256_set1_epi8(0x0F)
         let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
-        let ahead = decodePrefetchBytes
         for sb in 0..<superBlocks {
             let p = w + sb &* 144
             if ahead != 0 { prefetchLines(p + ahead, bytes: 144) }
@@ -402,11 +401,10 @@ enum KQuantKernel {
     /// Q6_K row · q8x256 token straight from the packed blocks.
     @inline(__always)
     static func dotQ6_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>) -> Float {
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
         var acc = _mm256_setzero_ps()
         let m3 = _mm256_set1_epi8(3), m15 = _mm256_set1_epi8(15)
         let m12 = _mm256_set1_epi8(12), m48 = _mm256_set1_epi8(48), mC0 = _mm256_set1_epi8(-64)
-        let ahead = decodePrefetchBytes
         for sb in 0..<superBlocks {
             let p = w + sb &* 210
             if ahead != 0 { prefetchLines(p + ahead, bytes: 210) }
@@ -462,11 +460,12 @@ enum KQuantKernel {
         let h = HalfTable.pointer
         let aq = act.tokenQuants(t), ad = act.tokenScales(t), bs = act.tokenSums16(t)
         let out = output + t &* outputStride
+        let ahead = decodePrefetchBytes
         for r in rowRange {
             if F.self == Q4_KFormat.self {
-                out[r] = dotQ4_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h)
+                out[r] = dotQ4_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
             } else {
-                out[r] = dotQ6_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h)
+                out[r] = dotQ6_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
             }
         }
         return true
