@@ -164,6 +164,47 @@ private let allTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q
         }
     }
 
+    private static func multiply(_ w: TestWeight, _ x: [Float], tokens: Int) -> [Float] {
+        var y = [Float](repeating: .nan, count: tokens * w.matrix.rows)
+        x.withUnsafeBufferPointer { xb in
+            y.withUnsafeMutableBufferPointer { yb in
+                MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: tokens, output: yb.baseAddress!, pool: Self.pool)
+            }
+        }
+        return y
+    }
+
+    /// A 32-value block row gives a token the same bits alone (the one-row decode walk) as
+    /// in a batch (the 4-row tiles, one or two tokens at a time), so a sequence's logits do
+    /// not depend on what it is batched with.
+    @Test(arguments: [GGMLType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1])
+    func oneTokenGivesTheBitsOfABatch(type: GGMLType) {
+        let columns = 320, rows = 11, tokens = 3
+        let w = TestWeight(type: type, rows: rows, columns: columns, seed: 7)
+        let x = randomInput(tokens: tokens, columns: columns, seed: 8)
+        let batch = Self.multiply(w, x, tokens: tokens)
+        for t in 0..<tokens {
+            let alone = Self.multiply(w, Array(x[(t * columns)..<((t + 1) * columns)]), tokens: 1)
+            #expect(alone.map(\.bitPattern) == batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern), "\(type) token \(t)")
+        }
+    }
+
+    /// The software prefetch distance changes when lines are asked for, never the results.
+    @Test(arguments: allTypes)
+    func prefetchDistanceLeavesResultsAlone(type: GGMLType) {
+        let columns = 512, rows = 9
+        let w = TestWeight(type: type, rows: rows, columns: columns, seed: 11)
+        let x = randomInput(tokens: 1, columns: columns, seed: 12)
+        let saved = decodePrefetchBytes
+        defer { decodePrefetchBytes = saved }
+        var results: [[UInt32]] = []
+        for ahead in [0, 64, 4096, 1 << 20] {
+            decodePrefetchBytes = ahead
+            results.append(Self.multiply(w, x, tokens: 1).map(\.bitPattern))
+        }
+        #expect(results.allSatisfy { $0 == results[0] }, "\(type)")
+    }
+
     /// One batched call over mixed types, shapes and shared/unshared inputs gives the same
     /// results as separate calls.
     @Test func batchedJobsMatchSeparateCalls() {
