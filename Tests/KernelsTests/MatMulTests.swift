@@ -194,15 +194,17 @@ private let allTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q
     func prefetchDistanceLeavesResultsAlone(type: GGMLType) {
         let columns = 512, rows = 9
         let w = TestWeight(type: type, rows: rows, columns: columns, seed: 11)
-        let x = randomInput(tokens: 1, columns: columns, seed: 12)
         let saved = decodePrefetchBytes
         defer { decodePrefetchBytes = saved }
-        var results: [[UInt32]] = []
-        for ahead in [0, 64, 4096, 1 << 20] {
-            decodePrefetchBytes = ahead
-            results.append(Self.multiply(w, x, tokens: 1).map(\.bitPattern))
+        for tokens in [1, 4] {  // the one-row walk and the 4-row tiles
+            let x = randomInput(tokens: tokens, columns: columns, seed: 12)
+            var results: [[UInt32]] = []
+            for ahead in [0, 64, 4096, 1 << 20] {
+                decodePrefetchBytes = ahead
+                results.append(Self.multiply(w, x, tokens: tokens).map(\.bitPattern))
+            }
+            #expect(results.allSatisfy { $0 == results[0] }, "\(type), \(tokens) tokens")
         }
-        #expect(results.allSatisfy { $0 == results[0] }, "\(type)")
     }
 
     /// One batched call over mixed types, shapes and shared/unshared inputs gives the same

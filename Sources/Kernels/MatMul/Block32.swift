@@ -234,12 +234,13 @@ enum Block32Kernel {
     static func tile4x1<F: Block32Format>(_ f: F.Type, _ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer,
                                           _ w2: UnsafeRawPointer, _ w3: UnsafeRawPointer, blocks: Int,
                                           _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>) -> SIMD4<Float> {
+                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>, ahead: Int = 0) -> SIMD4<Float> {
         var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps()
         var acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps()
         var corr = SIMD4<Float>()
         var off = 0
         for b in 0..<blocks {
+            if ahead != 0 && b & 1 == 0 { prefetchRows(w0, w1, w2, w3, off &+ ahead) }
             let a = _mm256_loadu_si256(UnsafeRawPointer(aq + b &* 32).assumingMemoryBound(to: __m256i.self))
             let da = _mm256_set1_ps(ad[b])
             let so = laneOffsets(f, asum, b)
@@ -291,13 +292,14 @@ enum Block32Kernel {
                                           _ w2: UnsafeRawPointer, _ w3: UnsafeRawPointer, blocks: Int,
                                           _ aqA: UnsafePointer<Int8>, _ adA: UnsafePointer<Float>, _ asA: UnsafePointer<Float>,
                                           _ aqB: UnsafePointer<Int8>, _ adB: UnsafePointer<Float>, _ asB: UnsafePointer<Float>,
-                                          _ h: UnsafePointer<Float>)
+                                          _ h: UnsafePointer<Float>, ahead: Int = 0)
         -> (SIMD4<Float>, SIMD4<Float>) {
         var a00 = _mm256_setzero_ps(), a10 = _mm256_setzero_ps(), a20 = _mm256_setzero_ps(), a30 = _mm256_setzero_ps()
         var a01 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps()
         var corrA = SIMD4<Float>(), corrB = SIMD4<Float>()
         var off = 0
         for b in 0..<blocks {
+            if ahead != 0 && b & 1 == 0 { prefetchRows(w0, w1, w2, w3, off &+ ahead) }
             let x = _mm256_loadu_si256(UnsafeRawPointer(aqA + b &* 32).assumingMemoryBound(to: __m256i.self))
             let y = _mm256_loadu_si256(UnsafeRawPointer(aqB + b &* 32).assumingMemoryBound(to: __m256i.self))
             let dx = _mm256_set1_ps(adA[b]), dy = _mm256_set1_ps(adB[b])
@@ -360,9 +362,11 @@ enum Block32Kernel {
     static func tile4x1<F: Block32Format>(_ f: F.Type, _ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer,
                                           _ w2: UnsafeRawPointer, _ w3: UnsafeRawPointer, blocks: Int,
                                           _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
-                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>) -> SIMD4<Float> {
-        SIMD4(dotPortable(f, w0, blocks: blocks, aq, ad, asum, h), dotPortable(f, w1, blocks: blocks, aq, ad, asum, h),
-              dotPortable(f, w2, blocks: blocks, aq, ad, asum, h), dotPortable(f, w3, blocks: blocks, aq, ad, asum, h))
+                                          _ asum: UnsafePointer<Float>, _ h: UnsafePointer<Float>, ahead: Int = 0) -> SIMD4<Float> {
+        SIMD4(dotPortable(f, w0, blocks: blocks, aq, ad, asum, h, ahead: ahead),
+              dotPortable(f, w1, blocks: blocks, aq, ad, asum, h, ahead: ahead),
+              dotPortable(f, w2, blocks: blocks, aq, ad, asum, h, ahead: ahead),
+              dotPortable(f, w3, blocks: blocks, aq, ad, asum, h, ahead: ahead))
     }
 
     @inline(__always)
@@ -370,9 +374,9 @@ enum Block32Kernel {
                                           _ w2: UnsafeRawPointer, _ w3: UnsafeRawPointer, blocks: Int,
                                           _ aqA: UnsafePointer<Int8>, _ adA: UnsafePointer<Float>, _ asA: UnsafePointer<Float>,
                                           _ aqB: UnsafePointer<Int8>, _ adB: UnsafePointer<Float>, _ asB: UnsafePointer<Float>,
-                                          _ h: UnsafePointer<Float>)
+                                          _ h: UnsafePointer<Float>, ahead: Int = 0)
         -> (SIMD4<Float>, SIMD4<Float>) {
-        (tile4x1(f, w0, w1, w2, w3, blocks: blocks, aqA, adA, asA, h),
+        (tile4x1(f, w0, w1, w2, w3, blocks: blocks, aqA, adA, asA, h, ahead: ahead),
          tile4x1(f, w0, w1, w2, w3, blocks: blocks, aqB, adB, asB, h))
     }
 
@@ -389,6 +393,9 @@ enum Block32Kernel {
         let last = rowRange.upperBound - 1
         // Tuning globals, read once per task (each read of a global is a swift_once check).
         let oneRow = rowsAtATime == 1, ahead = decodePrefetchBytes
+        // The 4-row tiles read the next group of rows' lines while on this one's first
+        // tokens (a few tokens, e.g. several sequences decoding, stream the weights too).
+        let tileAhead = ahead != 0 ? 4 &* weight.rowBytes : 0
         var r = rowRange.lowerBound
         while r < rowRange.upperBound {
             let n = min(4, rowRange.upperBound - r)
@@ -401,7 +408,8 @@ enum Block32Kernel {
                 if t + 1 < tokenRange.upperBound {
                     let (x, y) = tile4x2(f, w0, w1, w2, w3, blocks: blocks,
                                          act.tokenQuants(t), act.tokenScales(t), act.tokenBlockSums(t),
-                                         act.tokenQuants(t + 1), act.tokenScales(t + 1), act.tokenBlockSums(t + 1), h)
+                                         act.tokenQuants(t + 1), act.tokenScales(t + 1), act.tokenBlockSums(t + 1), h,
+                                         ahead: t == tokenRange.lowerBound ? tileAhead : 0)
                     store(x, n, output + (t &* outputStride &+ r))
                     store(y, n, output + ((t + 1) &* outputStride &+ r))
                     t += 2
@@ -413,7 +421,8 @@ enum Block32Kernel {
                     t += 1
                 } else {
                     let x = tile4x1(f, w0, w1, w2, w3, blocks: blocks,
-                                    act.tokenQuants(t), act.tokenScales(t), act.tokenBlockSums(t), h)
+                                    act.tokenQuants(t), act.tokenScales(t), act.tokenBlockSums(t), h,
+                                    ahead: t == tokenRange.lowerBound ? tileAhead : 0)
                     store(x, n, output + (t &* outputStride &+ r))
                     t += 1
                 }
@@ -442,6 +451,16 @@ nonisolated(unsafe) var decodePrefetchBytes: Int = {
     if let v = getenv("MOE_PREFETCH_BYTES") { return Int(atoi(v)) }
     return 4096
 }()
+
+/// Prefetch hints for offset `offset` of four rows.
+@inline(__always)
+func prefetchRows(_ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer, _ w2: UnsafeRawPointer, _ w3: UnsafeRawPointer,
+                  _ offset: Int) {
+    moe_prefetch_read(w0 + offset)
+    moe_prefetch_read(w1 + offset)
+    moe_prefetch_read(w2 + offset)
+    moe_prefetch_read(w3 + offset)
+}
 
 /// Prefetch hints for the lines of `bytes` bytes from `p` (a constant `bytes` unrolls).
 @inline(__always)

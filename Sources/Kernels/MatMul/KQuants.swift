@@ -490,6 +490,7 @@ enum KQuantKernel {
         }
         let superBlocks = weight.columns / 256
         let rowStride = superBlocks &* KRow.bytes
+        let ahead = decodePrefetchBytes
         var r = rowRange.lowerBound
         while r < rowRange.upperBound {
             let n = min(4, rowRange.upperBound - r)
@@ -497,6 +498,7 @@ enum KQuantKernel {
                 let src = weight.row(r &+ i)
                 let dst = scratch + i &* rowStride
                 for sb in 0..<superBlocks {
+                    if ahead != 0 { prefetchLines(src + (sb &* F.blockBytes &+ ahead), bytes: F.blockBytes) }
                     F.unpack(src + sb &* F.blockBytes, dst + sb &* KRow.bytes)
                 }
             }
