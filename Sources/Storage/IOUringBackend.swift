@@ -212,6 +212,16 @@ public final class IOUringBackend: StorageBackend {
     public func reap(minimum: Int) throws(StorageError) -> [ReadCompletion] {
         let want = min(max(minimum, 0), pending)
         try drain()
+        // Poll the completion ring for a while before sleeping in the kernel: a core that
+        // sleeps through a read wakes up slow (on the 2-core test machine the kernels ran
+        // ~20% longer per token after waits than without them), and most expert reads land
+        // within a couple of milliseconds. The thread pool's workers spin as long.
+        if completed.count < want && Self.completionSpinMicroseconds > 0 && unsubmitted == 0 {
+            let deadline = ContinuousClock.now + .microseconds(Self.completionSpinMicroseconds)
+            while completed.count < want && ContinuousClock.now < deadline {
+                try drain()
+            }
+        }
         var busyRounds = 0
         while completed.count < want {
             // fill() has run, so an active request always has a read in flight; this is
@@ -525,4 +535,14 @@ public final class IOUringBackend: StorageBackend {
         freeRequestSlots.append(r)
         activeRequests -= 1
     }
+}
+
+extension IOUringBackend {
+    /// How long `reap` polls for completions before it waits in the kernel (measured on
+    /// the benchmark MoE at a 1200M cap, 4 alternating rounds: 38.0/43.0/43.2/48.3 tokens/s
+    /// without, 44.8/48.4/44.3/49.1 with 2 ms). `MOE_IO_SPIN_US` overrides (0: never poll).
+    static let completionSpinMicroseconds: Int = {
+        if let v = getenv("MOE_IO_SPIN_US") { return max(Int(atoi(v)), 0) }
+        return 2000
+    }()
 }
