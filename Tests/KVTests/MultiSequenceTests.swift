@@ -38,6 +38,14 @@ struct MultiSequenceTests {
         return (diff / norm).squareRoot()
     }
 
+    /// Each step's logits in a batch against the same step decoded alone: within the bound
+    /// of 0.03 (see above).
+    static func expectLikeAlone(_ together: [[Float]], _ alone: [[Float]], _ label: String,
+                                sourceLocation: SourceLocation = #_sourceLocation) {
+        let errors = zip(together, alone).map { relativeError($0, $1) }
+        #expect(errors.max()! < 0.03, "\(label): relative errors \(errors)", sourceLocation: sourceLocation)
+    }
+
     /// Three prompts of different lengths (so the sequences sit at different positions and
     /// block offsets), and a decode token per step for each.
     static func script(_ tokens: [Int]) -> (prompts: [[Int]], decodes: [[Int]]) {
@@ -91,8 +99,7 @@ struct MultiSequenceTests {
             #expect(caches[i].count == prompts[i].count + alone[i].count - 1)
             #expect(caches[i].tokens.suffix(1) == [decodes.last![i]])
             #expect(together[i].count == alone[i].count)
-            let errors = zip(together[i], alone[i]).map { Self.relativeError($0, $1) }
-            #expect(errors.max()! < 0.03, "\(stem) sequence \(i): relative errors \(errors)")
+            Self.expectLikeAlone(together[i], alone[i], "\(stem) sequence \(i)")
         }
     }
 
@@ -167,8 +174,7 @@ struct MultiSequenceTests {
             let cache = model.makeCache(capacity: 64)
             _ = try model.forward(prompt, cache: cache, logits: .last, workspace: workspace, pool: threads)
             let alone = try steps.map { try model.forward([$0[i]], cache: cache, logits: .last, workspace: workspace, pool: threads) }
-            let errors = zip(together[i], alone).map { Self.relativeError($0, $1) }
-            #expect(errors.max()! < 0.03, "\(stem) fork \(i): relative errors \(errors)")
+            Self.expectLikeAlone(together[i], alone, "\(stem) fork \(i)")
         }
     }
 
