@@ -504,10 +504,10 @@ extension KVRowKernels {
         let ad = (query + count).assumingMemoryBound(to: Float.self)
         let asum = ad + blocks
         let h = HalfTable.pointer
-        let ahead = decodePrefetchBytes
         var row = keys
         for j in 0..<rows {
-            scores[j] = Block32Kernel.tile1x1(f, row, blocks: blocks, aq, ad, asum, h, ahead: ahead) * scale
+            // No prefetch: a head's key row is a few lines inside a strided block, not a stream.
+            scores[j] = Block32Kernel.tile1x1(f, row, blocks: blocks, aq, ad, asum, h, ahead: 0) * scale
             row += stride
         }
     }
