@@ -65,8 +65,16 @@ public final class OffloadedExpertProvider: ExpertProvider {
     }
     private var loads: [Int: Load] = [:]   // by slot
     private var loadingSlot: [ExpertKey: Int] = [:]
-    /// Prefetched experts not yet used (to count prefetches used and wasted).
-    private var unusedPrefetches = Set<ExpertKey>()
+    /// Prefetched experts not yet used (arrived or still loading), with the forward pass
+    /// that asked for them. They are kept from the policy until used: it sees the stream of
+    /// demands alone, as without read-ahead, so a wrong prediction never counts as a use or
+    /// makes a resident expert look older. Their slots are the first given up (once their
+    /// layer has run in a later pass or this one without them): a wrong prediction then
+    /// takes the slot of an earlier wrong one, not one the policy chose to keep.
+    private var unusedPrefetches: [ExpertKey: Int] = [:]
+    /// Forward passes begun (`beginBatch`), and the layer the current one is at.
+    private var passIndex = 0
+    private var currentLayer = -1
     private var readStart: ContinuousClock.Instant?
     /// The gate's predictions for coming layers (from `hint`), not yet read.
     private var pendingHints: [Int: GatePrediction] = [:]
@@ -153,6 +161,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
                     usedAtStart: stats.prefetchesUsed, wastedAtStart: stats.prefetchesWasted)
         stats.tokens += tokens
         batchTokens = tokens
+        passIndex += 1
+        currentLayer = -1
         versionChecked = false
         pendingHints.removeAll()
     }
@@ -256,7 +266,9 @@ public final class OffloadedExpertProvider: ExpertProvider {
         if pass.firstEntry == nil { pass.firstEntry = .now }
         if batchTokens == 1 { pathPredictor?.observe(layer: layer, experts: experts) }
         pass.layers += 1
+        currentLayer = layer
         defer { pass.lastExit = .now }
+        try landArrivedPrefetches()
         var ready: [Int] = []
         var waiting: [Int] = []
         var pinnedSlots: [Int] = []
@@ -279,11 +291,19 @@ public final class OffloadedExpertProvider: ExpertProvider {
                 }
             }
             keys.append(key)
-            if unusedPrefetches.remove(key) != nil { stats.prefetchesUsed += 1 }
+            // A prefetch's first use is, to the policy, the miss it would have been; it
+            // learns of the expert now (or when its read lands).
+            let prefetched = unusedPrefetches.removeValue(forKey: key) != nil
+            if prefetched { stats.prefetchesUsed += 1 }
             if let slot = slotOf[key] {
                 pins[slot] += 1
                 pinnedSlots.append(slot)
-                policy.didHit(key)
+                if prefetched {
+                    policy.didMiss(key)
+                    policy.didInsert(key)
+                } else {
+                    policy.didHit(key)
+                }
                 stats.hit(layer: layer)
                 ready.append(position)
             } else if let slot = loadingSlot[key] {
@@ -292,7 +312,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
                 pinnedSlots.append(slot)
                 loads[slot]!.consumer = position
                 outstanding += 1
-                policy.didHit(key)
+                policy.didMiss(key)
                 stats.hit(layer: layer, inFlight: true)
             } else {
                 policy.didMiss(key)
@@ -394,7 +414,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
             if slotOf[key] != nil || loadingSlot[key] != nil { continue }
             guard let slot = claimSlot(for: key, sparing: named) else { break reading }
             beginLoad(key, into: slot, consumer: nil, requests: &requests)
-            unusedPrefetches.insert(key)
+            unusedPrefetches[key] = passIndex
             stats.prefetchesIssued += 1
         }
         try submit(requests)
@@ -454,16 +474,18 @@ public final class OffloadedExpertProvider: ExpertProvider {
         }
     }
 
-    /// A free slot, or one the policy gives up (not pinned, not loading, not in `sparing`);
-    /// nil when there is none.
+    /// A free slot, the slot of a stale prefetch, or one the policy gives up (not pinned,
+    /// not loading, not in `sparing`); nil when there is none.
     private func claimSlot(for key: ExpertKey, sparing: Set<ExpertKey>) -> Int? {
         let slotClass = key.precision == 0 ? 0 : 1
         if let slot = freeSlots[slotClass].popLast() { return slot }
-        let victim = policy.victim(for: key) { [slotOf, pins] k in
+        let isEvictable = { [slotOf, pins] (k: ExpertKey) -> Bool in
             guard let s = slotOf[k] else { return false }
             return pins[s] == 0 && !sparing.contains(k) && (k.precision == 0 ? 0 : 1) == slotClass
         }
-        guard let victim, let slot = slotOf[victim], pins[slot] == 0 else { return nil }
+        let stale = stalePrefetch(isEvictable: isEvictable)
+        guard let victim = stale ?? policy.victim(for: key, isEvictable: isEvictable),
+              let slot = slotOf[victim], pins[slot] == 0 else { return nil }
         if let i = pendingCopies.firstIndex(where: { $0.slot == slot }) {
             // The last chance to make this expert's copy: its slot is about to be overwritten.
             let pending = pendingCopies.remove(at: i)
@@ -471,9 +493,24 @@ public final class OffloadedExpertProvider: ExpertProvider {
         }
         slotOf[victim] = nil
         occupant[slot] = nil
-        policy.didRemove(victim)
-        if unusedPrefetches.remove(victim) != nil { stats.prefetchesWasted += 1 }
+        if unusedPrefetches.removeValue(forKey: victim) != nil {
+            stats.prefetchesWasted += 1
+        } else {
+            policy.didRemove(victim)
+        }
         return slot
+    }
+
+    /// The oldest arrived prefetch whose layer has run since it was asked for without using
+    /// it (an earlier pass, or this pass past its layer), among those `isEvictable` accepts.
+    private func stalePrefetch(isEvictable: (ExpertKey) -> Bool) -> ExpertKey? {
+        var oldest: (key: ExpertKey, pass: Int)?
+        for (key, pass) in unusedPrefetches where pass < passIndex || key.layer <= currentLayer {
+            guard isEvictable(key) else { continue }
+            if let o = oldest, (o.pass, o.key.layer, o.key.expert, o.key.precision) <= (pass, key.layer, key.expert, key.precision) { continue }
+            oldest = (key, pass)
+        }
+        return oldest?.key
     }
 
     /// Waits for at least one read, takes every completion available, and returns the
@@ -491,8 +528,29 @@ public final class OffloadedExpertProvider: ExpertProvider {
         } catch {
             throw .storage("\(backend.path): \(error)")
         }
+        stats.stallSeconds += (ContinuousClock.now - waitStart).seconds
+        return try land(completions, pinned: &pinned)
+    }
+
+    /// Lands the prefetches that arrived since the last look, without waiting: until then
+    /// they count as in flight, and a wrong one could not give up its slot. Called when a
+    /// layer begins, when no read of its own is outstanding.
+    private func landArrivedPrefetches() throws(ModelError) {
+        guard backend.pending > 0 else { return }
+        var pinned: [Int] = []
+        do {
+            _ = try land(try backend.reap(minimum: 0), pinned: &pinned)
+        } catch let e as ModelError {
+            throw e
+        } catch {
+            throw .storage("\(backend.path): \(error)")
+        }
+    }
+
+    /// Accounts for `completions`: experts whose reads are all done become resident (a
+    /// failed one frees its slot). Returns the positions of the current request now complete.
+    private func land(_ completions: [ReadCompletion], pinned: inout [Int]) throws(ModelError) -> [Int] {
         let now = ContinuousClock.now
-        stats.stallSeconds += (now - waitStart).seconds
         if backend.pending == 0, let start = readStart {
             stats.readBusySeconds += (now - start).seconds
             readStart = nil
@@ -511,7 +569,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
             if let e = load.failure {
                 // The slot holds garbage: free it, the expert stays missing. A failed
                 // prefetch is not an error: the expert is read again if it is asked for.
-                unusedPrefetches.remove(load.key)
+                unusedPrefetches.removeValue(forKey: load.key)
                 if load.consumer != nil {
                     pins[slot] -= 1
                     if let i = pinned.firstIndex(of: slot) { pinned.remove(at: i) }
@@ -522,7 +580,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
                 continue
             }
             slotOf[load.key] = slot
-            policy.didInsert(load.key)
+            if unusedPrefetches[load.key] == nil { policy.didInsert(load.key) }
             stats.expertsRead += 1
             stats.bytesRead += UInt64(load.bytes)
             if load.key.precision > 0 { stats.lowPrecisionBytesRead += UInt64(load.bytes) }
@@ -546,7 +604,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
                 pins[slot] -= 1
                 if let i = pinned.firstIndex(of: slot) { pinned.remove(at: i) }
             }
-            unusedPrefetches.remove(load.key)
+            unusedPrefetches.removeValue(forKey: load.key)
             occupant[slot] = nil
             freeSlots[pool.slotClass(slot)].append(slot)
         }
@@ -647,8 +705,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
             guard let key = occupant[slot], pins[slot] == 0, loads[slot] == nil else { continue }
             slotOf[key] = nil
             occupant[slot] = nil
-            policy.didRemove(key)
-            unusedPrefetches.remove(key)
+            if unusedPrefetches.removeValue(forKey: key) == nil { policy.didRemove(key) }
             freeSlots[slotClass].append(slot)
         }
     }
