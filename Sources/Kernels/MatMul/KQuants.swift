@@ -398,6 +398,62 @@ enum KQuantKernel {
         return hsum(acc) - accMin.sum()
     }
 
+    /// Q5_K row · q8x256 token straight from the packed blocks: Q4_K with a fifth bit per
+    /// quant in a 32-byte mask (bit 2j of byte l for value 64j+l, bit 2j+1 for 64j+32+l).
+    @inline(__always)
+    static func dotQ5_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
+        var acc = _mm256_setzero_ps()
+        var accMin = SIMD4<Float>()
+        let low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10)
+        let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
+        for sb in 0..<superBlocks {
+            let p = w + sb &* 176
+            if ahead != 0 { prefetchLines(p + ahead, bytes: 176) }
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            let da = ad[sb]
+            let d = loadHalf(p, 0, h) * da
+            let dmin = loadHalf(p, 2, h) * da
+            // 12 bytes of 6-bit scales/mins → bytes 0-7 scales, 8-15 mins.
+            let u0 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+            let u1 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+            let u2 = p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+            let t3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)
+            let t1 = (u2 & k2) | (((u0 >> 6) & k3) << 4)
+            let t2 = u1 & k1
+            let t0 = u0 & k1
+            let packed = _mm_set_epi32(Int32(bitPattern: t3), Int32(bitPattern: t2), Int32(bitPattern: t1), Int32(bitPattern: t0))
+            let minsAndScales = _mm256_cvtepu8_epi16(packed)
+            let (scales128, mins128) = halves(minsAndScales)
+            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let (bsLo, bsHi) = halves(bs)
+            let sums32 = _mm_hadd_epi16(bsLo, bsHi)
+            let prod = _mm_madd_epi16(mins128, sums32)
+            accMin = accMin.addingProduct(SIMD4<Float>(unsafeBitCast(prod, to: SIMD4<Int32>.self)), dmin)
+            let scales = _mm256_set_m128i(scales128, scales128)
+            var sumi = _mm256_setzero_si256()
+            var hb = _mm256_loadu_si256((p + 16).assumingMemoryBound(to: __m256i.self))
+            for j in 0..<4 {
+                let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
+                let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
+                let scaleL = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(lo))
+                let scaleH = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(hi))
+                let bits = _mm256_loadu_si256((p + (48 &+ 32 &* j)).assumingMemoryBound(to: __m256i.self))
+                let ql = _mm256_or_si256(_mm256_and_si256(bits, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4))
+                let qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), low4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4))
+                hb = _mm256_srli_epi16(hb, 2)
+                let xl = _mm256_loadu_si256((a + 64 &* j).assumingMemoryBound(to: __m256i.self))
+                let xh = _mm256_loadu_si256((a + (64 &* j &+ 32)).assumingMemoryBound(to: __m256i.self))
+                let pl = _mm256_madd_epi16(scaleL, _mm256_maddubs_epi16(ql, xl))
+                let ph = _mm256_madd_epi16(scaleH, _mm256_maddubs_epi16(qh, xh))
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph))
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+        }
+        return hsum(acc) - accMin.sum()
+    }
+
     /// Q6_K row · q8x256 token straight from the packed blocks.
     @inline(__always)
     static func dotQ6_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
@@ -448,6 +504,118 @@ enum KQuantKernel {
         }
         return hsum(acc)
     }
+
+    /// The shuffle that spreads the Int16 scales `2j` (low 128 bits) and `2j+1` (high 128
+    /// bits) of a vector holding 8 scales in both halves over every lane of its half: the
+    /// two 16-value groups of a 32-value chunk.
+    @inline(__always)
+    static func scalePairShuffle(_ j: Int) -> __m256i {
+        let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
+        let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
+        return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+    }
+
+    /// Q2_K row · q8x256 token straight from the packed blocks: 2-bit quants with a 4-bit
+    /// scale and a 4-bit min per 16 values (`d·sc·q − dmin·m`).
+    @inline(__always)
+    static func dotQ2_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
+        var acc = _mm256_setzero_ps()
+        var accMin = _mm256_setzero_ps()
+        let m3 = _mm256_set1_epi8(3), m15 = _mm_set1_epi8(15)
+        for sb in 0..<superBlocks {
+            let p = w + sb &* 84
+            if ahead != 0 { prefetchLines(p + ahead, bytes: 84) }
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            let da = ad[sb]
+            let d = loadHalf(p, 80, h) * da
+            let dmin = loadHalf(p, 82, h) * da
+            let packed = _mm_loadu_si128(p.assumingMemoryBound(to: __m128i.self))
+            let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m15))
+            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            accMin = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), _mm256_set1_ps(dmin), accMin)
+            let scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m15))
+            let (scalesLo, scalesHi) = halves(scales16)
+            var sumi = _mm256_setzero_si256()
+            for n in 0..<2 {
+                let scales = n == 0 ? _mm256_set_m128i(scalesLo, scalesLo) : _mm256_set_m128i(scalesHi, scalesHi)
+                let bits = _mm256_loadu_si256((p + (16 &+ 32 &* n)).assumingMemoryBound(to: __m256i.self))
+                let x0 = _mm256_loadu_si256((a + 128 &* n).assumingMemoryBound(to: __m256i.self))
+                let x1 = _mm256_loadu_si256((a + (128 &* n &+ 32)).assumingMemoryBound(to: __m256i.self))
+                let x2 = _mm256_loadu_si256((a + (128 &* n &+ 64)).assumingMemoryBound(to: __m256i.self))
+                let x3 = _mm256_loadu_si256((a + (128 &* n &+ 96)).assumingMemoryBound(to: __m256i.self))
+                let q0 = _mm256_and_si256(bits, m3)
+                let q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 2), m3)
+                let q2 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m3)
+                let q3 = _mm256_and_si256(_mm256_srli_epi16(bits, 6), m3)
+                let p0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(0)), _mm256_maddubs_epi16(q0, x0))
+                let p1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(1)), _mm256_maddubs_epi16(q1, x1))
+                let p2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(2)), _mm256_maddubs_epi16(q2, x2))
+                let p3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(3)), _mm256_maddubs_epi16(q3, x3))
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)))
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+        }
+        return hsum(acc) - hsum(accMin)
+    }
+
+    /// Q3_K row · q8x256 token straight from the packed blocks: 3-bit quants (2 low bits,
+    /// 1 high bit in a separate mask) with a signed 6-bit scale per 16 values
+    /// (`d·(sc−32)·(q−4)`).
+    @inline(__always)
+    static func dotQ3_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
+                        _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
+        var acc = _mm256_setzero_ps()
+        let m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4)
+        let k1: UInt32 = 0x0303_0303, k2: UInt32 = 0x0F0F_0F0F
+        for sb in 0..<superBlocks {
+            let p = w + sb &* 110
+            if ahead != 0 { prefetchLines(p + ahead, bytes: 110) }
+            let a = UnsafeRawPointer(aq + sb &* 256)
+            let d = loadHalf(p, 108, h) * ad[sb]
+            // 16 six-bit scales: low 4 bits from bytes 96-103, high 2 bits from bytes 104-107.
+            let a0 = p.loadUnaligned(fromByteOffset: 96, as: UInt32.self)
+            let a1 = p.loadUnaligned(fromByteOffset: 100, as: UInt32.self)
+            let t = p.loadUnaligned(fromByteOffset: 104, as: UInt32.self)
+            let w0 = (a0 & k2) | (((t >> 0) & k1) << 4)
+            let w1 = (a1 & k2) | (((t >> 2) & k1) << 4)
+            let w2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4)
+            let w3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4)
+            let packed = _mm_set_epi32(Int32(bitPattern: w3), Int32(bitPattern: w2), Int32(bitPattern: w1), Int32(bitPattern: w0))
+            let scales16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(packed), _mm256_set1_epi16(32))
+            // The offset 4 of every quant: 4 · Σ_k sc_k · bsum_k, subtracted at the end.
+            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
+            let offsetSum = _mm256_slli_epi32(_mm256_madd_epi16(scales16, bs), 2)
+            let (scalesLo, scalesHi) = halves(scales16)
+            let hm = _mm256_loadu_si256(p.assumingMemoryBound(to: __m256i.self))
+            var sumi = _mm256_setzero_si256()
+            for n in 0..<2 {
+                let scales = n == 0 ? _mm256_set_m128i(scalesLo, scalesLo) : _mm256_set_m128i(scalesHi, scalesHi)
+                let bits = _mm256_loadu_si256((p + (32 &+ 32 &* n)).assumingMemoryBound(to: __m256i.self))
+                // The high bit of chunk (n, j) is bit 4n+j of each mask byte; moved to bit 2.
+                let hmn = n == 0 ? _mm256_slli_epi16(hm, 2) : _mm256_srli_epi16(hm, 2)
+                let x0 = _mm256_loadu_si256((a + 128 &* n).assumingMemoryBound(to: __m256i.self))
+                let x1 = _mm256_loadu_si256((a + (128 &* n &+ 32)).assumingMemoryBound(to: __m256i.self))
+                let x2 = _mm256_loadu_si256((a + (128 &* n &+ 64)).assumingMemoryBound(to: __m256i.self))
+                let x3 = _mm256_loadu_si256((a + (128 &* n &+ 96)).assumingMemoryBound(to: __m256i.self))
+                let q0 = _mm256_or_si256(_mm256_and_si256(bits, m3), _mm256_and_si256(hmn, m4))
+                let q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2), m3),
+                                         _mm256_and_si256(_mm256_srli_epi16(hmn, 1), m4))
+                let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m3),
+                                         _mm256_and_si256(_mm256_srli_epi16(hmn, 2), m4))
+                let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 6), m3),
+                                         _mm256_and_si256(_mm256_srli_epi16(hmn, 3), m4))
+                let p0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(0)), _mm256_maddubs_epi16(q0, x0))
+                let p1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(1)), _mm256_maddubs_epi16(q1, x1))
+                let p2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(2)), _mm256_maddubs_epi16(q2, x2))
+                let p3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(3)), _mm256_maddubs_epi16(q3, x3))
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)))
+            }
+            sumi = _mm256_sub_epi32(sumi, offsetSum)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
+        }
+        return hsum(acc)
+    }
     #endif
 
     /// Decode (one token) for the types with a direct kernel; false if `F` has none.
@@ -455,7 +623,8 @@ enum KQuantKernel {
     static func runDirect<F: KFormat>(_: F.Type, weight: WeightMatrix, rows rowRange: Range<Int>, token t: Int,
                                       act: Activations, output: UnsafeMutablePointer<Float>, outputStride: Int) -> Bool {
         #if arch(x86_64) && !MOE_PORTABLE_SIMD
-        guard F.self == Q4_KFormat.self || F.self == Q6_KFormat.self else { return false }
+        guard F.self == Q4_KFormat.self || F.self == Q6_KFormat.self || F.self == Q2_KFormat.self
+                || F.self == Q3_KFormat.self || F.self == Q5_KFormat.self else { return false }
         let superBlocks = weight.columns / 256
         let h = HalfTable.pointer
         let aq = act.tokenQuants(t), ad = act.tokenScales(t), bs = act.tokenSums16(t)
@@ -464,8 +633,14 @@ enum KQuantKernel {
         for r in rowRange {
             if F.self == Q4_KFormat.self {
                 out[r] = dotQ4_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
-            } else {
+            } else if F.self == Q6_KFormat.self {
                 out[r] = dotQ6_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
+            } else if F.self == Q5_KFormat.self {
+                out[r] = dotQ5_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
+            } else if F.self == Q2_KFormat.self {
+                out[r] = dotQ2_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
+            } else {
+                out[r] = dotQ3_K(weight.row(r), superBlocks: superBlocks, aq, ad, bs, h, ahead: ahead)
             }
         }
         return true
