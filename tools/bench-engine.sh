@@ -35,7 +35,7 @@ if [ -z "$llama_bench" ]; then
 fi
 [ -x "$llama_bench" ] || { echo "bench-engine: llama-bench not found (set LLAMA_BENCH)" >&2; exit 1; }
 if [ ${#models[@]} -eq 0 ]; then
-    for f in .build-bench/bench-qwen3moe.q8_0.gguf .build-bench/bench-qwen3moe.q4_k_m.gguf; do
+    for f in .build-bench/bench-qwen3moe.q8_0.gguf .build-bench/bench-qwen3moe.q4_k_m.gguf .build-bench/bench-qwen3moe.q2_k.gguf; do
         [ -e "$f" ] && models+=("$f")
     done
 fi

@@ -9,7 +9,8 @@
 #     --rounds N           rounds; each runs every mode once, in turn (default 3)
 #     --modes "..."        modes to run (default: ondemand gate adaptive near fallback-q4_0
 #                          fallback-q2_K adaptive+q2_K); fallback-TYPE@W and MODE+TYPE@W set
-#                          --fallback-threshold W (default 1/k)
+#                          --fallback-threshold W (default 1/k), a further :S --fallback-share S
+#                          (fallback-q2_K:0.4, fallback-q2_K@0.2:0.4)
 #
 # Default PACK: .build-bench/bench-qwen3moe.q8_0.lp.pack.gguf, a pack of the benchmark file
 # with Q4_0 and Q2_K copies of every expert (made with `moe pack --low-precision q4_0,q2_K`
@@ -52,8 +53,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 flags() {  # mode -> moe flags
-    local mode=${1%@*} threshold=
-    [ "$mode" != "$1" ] && threshold="--fallback-threshold ${1#*@}"
+    local spec=${1%:*} share=
+    [ "$spec" != "$1" ] && share="--fallback-share ${1##*:}"
+    local mode=${spec%@*} threshold=
+    [ "$mode" != "$spec" ] && threshold="--fallback-threshold ${spec#*@} $share" || threshold=$share
     case "$mode" in
         ondemand) echo "--prefetch none" ;;
         gate|adaptive|near|path) echo "--prefetch $mode" ;;

@@ -29,7 +29,13 @@ public enum ExpertError: Error, Equatable, CustomStringConvertible {
             let what = lowCopyBytes > 0
                 ? "\(k) experts of \(formatBytes(expertBytes)) and \(k) low-precision copies of \(formatBytes(lowCopyBytes)): the experts one token uses in one layer, at each precision"
                 : "\(k) experts of \(formatBytes(expertBytes)): the experts one token uses in one layer"
-            return "--expert-memory \(formatBytes(budget)) is below the minimum of \(formatBytes(minimum)) (\(what))"
+            // Exact bytes where rounding would show the two as equal ("1.0 MiB is below 1.0 MiB").
+            var given = formatBytes(budget), needed = formatBytes(minimum)
+            if given == needed {
+                given += " (\(budget) bytes)"
+                needed += " (\(minimum) bytes)"
+            }
+            return "--expert-memory \(given) is below the minimum of \(needed) (\(what))"
         case let .notEnoughMemory(available, minimum):
             return "only \(formatBytes(available)) of memory is left for experts; at least \(formatBytes(minimum)) is needed "
                 + "(set --expert-memory, or free memory)"

@@ -30,8 +30,18 @@ public struct OffloadOptions: Sendable {
     public var pathRecords: String?
     public var decision: OffloadDecision = .always
     /// Precision fallback: compute missing experts whose routing weight is below this from
-    /// a low-precision copy (nil: off, unless `fallbackType` is set, which implies 1/k).
+    /// a low-precision copy (nil: off, unless `fallbackType` is set, which implies
+    /// `defaultFallbackThreshold`).
     public var fallbackThreshold: Float?
+    /// The threshold `--fallback-type` alone implies: 1.6/k, a little above the mean routing
+    /// weight, with `fallbackShare` 0.4. Chosen on the benchmark MoE pack with Q2_K copies
+    /// (8 of 64 experts, `tools/bench-prefetch.sh`, medians of 3 rounds): at
+    /// `--expert-memory 128M` 3.4x on-demand loading against 2.5x for 1/k with 0.25; at 480M
+    /// 1.7x against 1.3x. 1/k with 0.4 was slower than either (the full-precision slots then
+    /// thrash); at 1.6/k the copy slots serve two thirds of the uses. Its cost on the trained
+    /// default model (k = 2, Q4_0 copies from a pack, `--expert-memory 4M`): perplexity
+    /// +0.36% against +0.23%, mean KL 0.0024 against 0.0005 nats.
+    public static func defaultFallbackThreshold(expertsPerToken k: Int) -> Float { 1.6 / Float(max(k, 1)) }
     /// The type of the copies: a precision of the pack, read from it, or any other type
     /// the quantizer writes, made in memory from the experts read at full precision. nil:
     /// the pack's first copies, or `defaultMemoryCopyType` made in memory.
@@ -40,8 +50,9 @@ public struct OffloadOptions: Sendable {
     /// blocks of 32 (so it holds every row a supported model has), is about half a Q8_0
     /// expert and is quick to quantize.
     public static let defaultMemoryCopyType = GGMLType.q4_0
-    /// Share of the expert budget for low-precision copies when fallback is on.
-    public var fallbackShare = 0.25
+    /// Share of the expert budget for low-precision copies when fallback is on (see
+    /// `defaultFallbackThreshold`).
+    public var fallbackShare = 0.4
 
     public var fallbackEnabled: Bool { fallbackThreshold != nil || fallbackType != nil }
 
@@ -192,7 +203,7 @@ public enum OffloadedModel {
     static func fallbackSetting(_ options: OffloadOptions, layout: ExpertLayout,
                                 path: String) throws(ExpertError) -> (OffloadedExpertProvider.Fallback, ExpertLayout)? {
         guard options.fallbackEnabled else { return nil }
-        let threshold = options.fallbackThreshold ?? 1 / Float(max(layout.expertsPerToken, 1))
+        let threshold = options.fallbackThreshold ?? OffloadOptions.defaultFallbackThreshold(expertsPerToken: layout.expertsPerToken)
         guard threshold.isFinite, threshold >= 0 else {
             throw .invalidOption("the fallback threshold must be a routing weight >= 0, not \(threshold)")
         }

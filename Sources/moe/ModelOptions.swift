@@ -334,7 +334,7 @@ struct OffloadingOptions: ParsableArguments {
     var pathRecords: String?
 
     @Option(name: .customLong("fallback-threshold"),
-            help: "Precision fallback: a missing expert whose routing weight is below this is computed from its low-precision copy, read from a pack made with --low-precision or made in memory from experts read at full precision (default 1/k when --fallback-type is given).")
+            help: "Precision fallback: a missing expert whose routing weight is below this is computed from its low-precision copy, read from a pack made with --low-precision or made in memory from experts read at full precision (default 1.6/k when --fallback-type is given, k the experts a token uses).")
     var fallbackThreshold: Float?
 
     @Option(name: .customLong("fallback-type"),
@@ -343,7 +343,7 @@ struct OffloadingOptions: ParsableArguments {
 
     @Option(name: .customLong("fallback-share"),
             help: "Share of --expert-memory that holds low-precision copies when fallback is on (0-1).")
-    var fallbackShare: Double = 0.25
+    var fallbackShare: Double = OffloadOptions().fallbackShare
 
     @Flag(name: .customLong("stats"), help: "Print expert statistics (hit rates, bytes read, I/O stall, disk bound) at the end.")
     var stats = false

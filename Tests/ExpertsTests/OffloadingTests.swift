@@ -198,6 +198,14 @@ struct OffloadingTests {
         }
     }
 
+    @Test("a budget just below the minimum shows both in bytes, not as equal rounded figures")
+    func budgetJustBelowMinimum() {
+        let close = "\(ExpertError.budgetTooSmall(budget: 1 << 20, minimum: 1_081_344, expertBytes: 208_896, lowCopyBytes: 61_440))"
+        #expect(close.contains("1.0 MiB (1048576 bytes) is below the minimum of 1.0 MiB (1081344 bytes)"), "\(close)")
+        let apart = "\(ExpertError.budgetTooSmall(budget: 65_536, minimum: 884_736, expertBytes: 221_184))"
+        #expect(apart.contains("64.0 KiB is below the minimum of 864.0 KiB (4 experts"), "\(apart)")
+    }
+
     @Test("an unknown policy is named in the error")
     func unknownPolicy() throws {
         var options = OffloadOptions()
