@@ -346,56 +346,41 @@ enum KQuantKernel {
         return (SIMD2<Int64>(w[0], w[1]), SIMD2<Int64>(w[2], w[3]))
     }
 
+    /// Q4_K/Q5_K's 12 bytes of six-bit scales and mins at `p`: the 8 scales as Int16 in both
+    /// 128-bit halves, and Σ min·(sum of the activations of its 32 values) in 4 lanes (for
+    /// `dmin`; `bsums` holds the activation sums per 16 values).
+    @inline(__always)
+    static func scalesAndMinTermsK4(_ p: UnsafeRawPointer, _ bsums: UnsafePointer<Int16>) -> (__m256i, SIMD4<Float>) {
+        let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
+        let u0 = p.loadUnaligned(fromByteOffset: 0, as: UInt32.self)
+        let u1 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+        let u2 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+        // Bytes 0-7 scales, 8-15 mins.
+        let t3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)
+        let t1 = (u2 & k2) | (((u0 >> 6) & k3) << 4)
+        let t2 = u1 & k1
+        let t0 = u0 & k1
+        let packed = _mm_set_epi32(Int32(bitPattern: t3), Int32(bitPattern: t2), Int32(bitPattern: t1), Int32(bitPattern: t0))
+        let (scales128, mins128) = halves(_mm256_cvtepu8_epi16(packed))
+        let (bsLo, bsHi) = halves(_mm256_loadu_si256(UnsafeRawPointer(bsums).assumingMemoryBound(to: __m256i.self)))
+        let prod = _mm_madd_epi16(mins128, _mm_hadd_epi16(bsLo, bsHi))
+        return (_mm256_set_m128i(scales128, scales128), SIMD4<Float>(unsafeBitCast(prod, to: SIMD4<Int32>.self)))
+    }
+
+    /// Scales `2j` and `2j+1` of `scales` (8 Int16 in both halves) spread over every lane:
+    /// those of the low and the high 32 values of 64-value chunk `j`.
+    @inline(__always)
+    static func scalePair(_ scales: __m256i, _ j: Int) -> (__m256i, __m256i) {
+        let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
+        let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
+        return (_mm256_shuffle_epi8(scales, _mm256_set1_epi16(lo)), _mm256_shuffle_epi8(scales, _mm256_set1_epi16(hi)))
+    }
+
     /// Q4_K row · q8x256 token straight from the packed blocks (decode: no unpacking pass).
     @inline(__always)
     static func dotQ4_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
                         _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
-        var acc = _mm256_setzero_ps()
-        var accMin = SIMD4<Float>()
-        let low4 = _mm256_set1_epi8(0x0F)
-        let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
-        for sb in 0..<superBlocks {
-            let p = w + sb &* 144
-            if ahead != 0 { prefetchLines(p + ahead, bytes: 144) }
-            let a = UnsafeRawPointer(aq + sb &* 256)
-            let da = ad[sb]
-            let d = loadHalf(p, 0, h) * da
-            let dmin = loadHalf(p, 2, h) * da
-            // 12 bytes of 6-bit scales/mins → bytes 0-7 scales, 8-15 mins.
-            let u0 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-            let u1 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-            let u2 = p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
-            let t3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)
-            let t1 = (u2 & k2) | (((u0 >> 6) & k3) << 4)
-            let t2 = u1 & k1
-            let t0 = u0 & k1
-            let packed = _mm_set_epi32(Int32(bitPattern: t3), Int32(bitPattern: t2), Int32(bitPattern: t1), Int32(bitPattern: t0))
-            let minsAndScales = _mm256_cvtepu8_epi16(packed)
-            let (scales128, mins128) = halves(minsAndScales)
-            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
-            let (bsLo, bsHi) = halves(bs)
-            let sums32 = _mm_hadd_epi16(bsLo, bsHi)
-            let prod = _mm_madd_epi16(mins128, sums32)
-            accMin = accMin.addingProduct(SIMD4<Float>(unsafeBitCast(prod, to: SIMD4<Int32>.self)), dmin)
-            let scales = _mm256_set_m128i(scales128, scales128)
-            var sumi = _mm256_setzero_si256()
-            for j in 0..<4 {
-                let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
-                let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
-                let scaleL = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(lo))
-                let scaleH = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(hi))
-                let bits = _mm256_loadu_si256((p + (16 &+ 32 &* j)).assumingMemoryBound(to: __m256i.self))
-                let ql = _mm256_and_si256(bits, low4)
-                let qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4)
-                let xl = _mm256_loadu_si256((a + 64 &* j).assumingMemoryBound(to: __m256i.self))
-                let xh = _mm256_loadu_si256((a + (64 &* j &+ 32)).assumingMemoryBound(to: __m256i.self))
-                let pl = _mm256_madd_epi16(scaleL, _mm256_maddubs_epi16(ql, xl))
-                let ph = _mm256_madd_epi16(scaleH, _mm256_maddubs_epi16(qh, xh))
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph))
-            }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
-        }
-        return hsum(acc) - accMin.sum()
+        dotK4(w, superBlocks: superBlocks, aq, ad, bsums, h, ahead: ahead, fifthBit: false)
     }
 
     /// Q5_K row · q8x256 token straight from the packed blocks: Q4_K with a fifth bit per
@@ -403,46 +388,40 @@ enum KQuantKernel {
     @inline(__always)
     static func dotQ5_K(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
                         _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
+        dotK4(w, superBlocks: superBlocks, aq, ad, bsums, h, ahead: ahead, fifthBit: true)
+    }
+
+    /// The Q4_K and Q5_K walk (`fifthBit` is a constant at each call, so each gets its own
+    /// straight-line loop): d, dmin, 12 bytes of scales and mins, for Q5_K the 32-byte
+    /// mask, then 128 bytes of nibbles, 32 per 64 values.
+    @inline(__always)
+    private static func dotK4(_ w: UnsafeRawPointer, superBlocks: Int, _ aq: UnsafePointer<Int8>, _ ad: UnsafePointer<Float>,
+                              _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int, fifthBit: Bool) -> Float {
         var acc = _mm256_setzero_ps()
         var accMin = SIMD4<Float>()
         let low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10)
-        let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
+        let blockBytes = fifthBit ? 176 : 144, quantsOffset = fifthBit ? 48 : 16
         for sb in 0..<superBlocks {
-            let p = w + sb &* 176
-            if ahead != 0 { prefetchLines(p + ahead, bytes: 176) }
+            let p = w + sb &* blockBytes
+            if ahead != 0 { prefetchLines(p + ahead, bytes: blockBytes) }
             let a = UnsafeRawPointer(aq + sb &* 256)
             let da = ad[sb]
             let d = loadHalf(p, 0, h) * da
             let dmin = loadHalf(p, 2, h) * da
-            // 12 bytes of 6-bit scales/mins → bytes 0-7 scales, 8-15 mins.
-            let u0 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-            let u1 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-            let u2 = p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
-            let t3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)
-            let t1 = (u2 & k2) | (((u0 >> 6) & k3) << 4)
-            let t2 = u1 & k1
-            let t0 = u0 & k1
-            let packed = _mm_set_epi32(Int32(bitPattern: t3), Int32(bitPattern: t2), Int32(bitPattern: t1), Int32(bitPattern: t0))
-            let minsAndScales = _mm256_cvtepu8_epi16(packed)
-            let (scales128, mins128) = halves(minsAndScales)
-            let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
-            let (bsLo, bsHi) = halves(bs)
-            let sums32 = _mm_hadd_epi16(bsLo, bsHi)
-            let prod = _mm_madd_epi16(mins128, sums32)
-            accMin = accMin.addingProduct(SIMD4<Float>(unsafeBitCast(prod, to: SIMD4<Int32>.self)), dmin)
-            let scales = _mm256_set_m128i(scales128, scales128)
+            let (scales, minTerms) = scalesAndMinTermsK4(p + 4, bsums + sb &* 16)
+            accMin = accMin.addingProduct(minTerms, dmin)
             var sumi = _mm256_setzero_si256()
-            var hb = _mm256_loadu_si256((p + 16).assumingMemoryBound(to: __m256i.self))
+            var hb = fifthBit ? _mm256_loadu_si256((p + 16).assumingMemoryBound(to: __m256i.self)) : _mm256_setzero_si256()
             for j in 0..<4 {
-                let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
-                let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
-                let scaleL = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(lo))
-                let scaleH = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(hi))
-                let bits = _mm256_loadu_si256((p + (48 &+ 32 &* j)).assumingMemoryBound(to: __m256i.self))
-                let ql = _mm256_or_si256(_mm256_and_si256(bits, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4))
-                let qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), low4),
-                                         _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4))
-                hb = _mm256_srli_epi16(hb, 2)
+                let (scaleL, scaleH) = scalePair(scales, j)
+                let bits = _mm256_loadu_si256((p + (quantsOffset &+ 32 &* j)).assumingMemoryBound(to: __m256i.self))
+                var ql = _mm256_and_si256(bits, low4)
+                var qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4)
+                if fifthBit {
+                    ql = _mm256_or_si256(ql, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4))
+                    qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4))
+                    hb = _mm256_srli_epi16(hb, 2)
+                }
                 let xl = _mm256_loadu_si256((a + 64 &* j).assumingMemoryBound(to: __m256i.self))
                 let xh = _mm256_loadu_si256((a + (64 &* j &+ 32)).assumingMemoryBound(to: __m256i.self))
                 let pl = _mm256_madd_epi16(scaleL, _mm256_maddubs_epi16(ql, xl))
