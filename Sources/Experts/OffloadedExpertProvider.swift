@@ -537,14 +537,14 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// layer begins, when no read of its own is outstanding.
     private func landArrivedPrefetches() throws(ModelError) {
         guard backend.pending > 0 else { return }
-        var pinned: [Int] = []
+        let completions: [ReadCompletion]
         do {
-            _ = try land(try backend.reap(minimum: 0), pinned: &pinned)
-        } catch let e as ModelError {
-            throw e
+            completions = try backend.reap(minimum: 0)
         } catch {
             throw .storage("\(backend.path): \(error)")
         }
+        var pinned: [Int] = []
+        _ = try land(completions, pinned: &pinned)
     }
 
     /// Accounts for `completions`: experts whose reads are all done become resident (a

@@ -133,13 +133,7 @@ private let allTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q
                     seed += 1
                     if rows == 33 && tokens == 33 && columns > 256 { continue }
                     let x = randomInput(tokens: tokens, columns: columns, seed: seed)
-                    var y = [Float](repeating: .nan, count: tokens * rows)
-                    x.withUnsafeBufferPointer { xb in
-                        y.withUnsafeMutableBufferPointer { yb in
-                            MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: tokens, output: yb.baseAddress!,
-                                            pool: Self.pool)
-                        }
-                    }
+                    let y = Self.multiply(w, x, tokens: tokens)
                     check(w, input: x, tokens: tokens, output: y, tolerance: tolerance(type),
                           "\(type) rows \(rows) cols \(columns) tokens \(tokens)")
                 }
@@ -154,21 +148,16 @@ private let allTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q
         let w = TestWeight(type: type, rows: 13, columns: columns, seed: 99, quantize: false)
         for tokens in [1, 4, 7] {
             let x = randomInput(tokens: tokens, columns: columns, seed: UInt64(tokens))
-            var y = [Float](repeating: .nan, count: tokens * 13)
-            x.withUnsafeBufferPointer { xb in
-                y.withUnsafeMutableBufferPointer { yb in
-                    MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: tokens, output: yb.baseAddress!, pool: Self.pool)
-                }
-            }
+            let y = Self.multiply(w, x, tokens: tokens)
             check(w, input: x, tokens: tokens, output: y, tolerance: tolerance(type), "\(type) random tokens \(tokens)")
         }
     }
 
-    private static func multiply(_ w: TestWeight, _ x: [Float], tokens: Int) -> [Float] {
+    private static func multiply(_ w: TestWeight, _ x: [Float], tokens: Int, pool: ThreadPool = MatMulTests.pool) -> [Float] {
         var y = [Float](repeating: .nan, count: tokens * w.matrix.rows)
         x.withUnsafeBufferPointer { xb in
             y.withUnsafeMutableBufferPointer { yb in
-                MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: tokens, output: yb.baseAddress!, pool: Self.pool)
+                MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: tokens, output: yb.baseAddress!, pool: pool)
             }
         }
         return y
@@ -260,12 +249,7 @@ private let allTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q
         let w = TestWeight(type: .q8_0, rows: 96, columns: 1024, seed: 3)
         let tokens = 70
         let x = randomInput(tokens: tokens, columns: 1024, seed: 4)
-        var y = [Float](repeating: .nan, count: tokens * 96)
-        x.withUnsafeBufferPointer { xb in
-            y.withUnsafeMutableBufferPointer { yb in
-                MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: tokens, output: yb.baseAddress!, pool: Self.pool)
-            }
-        }
+        let y = Self.multiply(w, x, tokens: tokens)
         check(w, input: x, tokens: tokens, output: y, tolerance: 1e-2, "q8_0 large")
     }
 
@@ -273,12 +257,7 @@ private let allTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q
         let pool = ThreadPool(threadCount: 1)
         let w = TestWeight(type: .q4_K, rows: 33, columns: 256, seed: 11)
         let x = randomInput(tokens: 5, columns: 256, seed: 12)
-        var y = [Float](repeating: .nan, count: 5 * 33)
-        x.withUnsafeBufferPointer { xb in
-            y.withUnsafeMutableBufferPointer { yb in
-                MatMul.multiply(w.matrix, input: xb.baseAddress!, tokens: 5, output: yb.baseAddress!, pool: pool)
-            }
-        }
+        let y = Self.multiply(w, x, tokens: 5, pool: pool)
         check(w, input: x, tokens: 5, output: y, tolerance: 1e-2, "q4_K one thread")
     }
 

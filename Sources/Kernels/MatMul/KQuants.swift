@@ -93,26 +93,44 @@ private func storeScales(_ out: UnsafeMutableRawPointer, scales16 s: SIMD16<Int1
     out.storeBytes(of: dc, toByteOffset: KRow.dcOffset, as: Float.self)
 }
 
-/// The 8 six-bit scales and 8 six-bit mins of Q4_K/Q5_K (12 bytes at `p`), each
-/// duplicated to its two 16-value groups.
+/// The 8 six-bit scales and 8 six-bit mins of Q4_K/Q5_K (12 bytes at `p`) as 16 bytes:
+/// bytes 0-7 the scales, 8-15 the mins.
+@inline(__always)
+func scaleMinBytesK4(_ p: UnsafeRawPointer) -> SIMD16<UInt8> {
+    let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
+    let u0 = p.loadUnaligned(fromByteOffset: 0, as: UInt32.self)
+    let u1 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+    let u2 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+    let words = SIMD4<UInt32>(u0 & k1, (u2 & k2) | (((u0 >> 6) & k3) << 4),
+                              u1 & k1, ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4))
+    return unsafeBitCast(words, to: SIMD16<UInt8>.self)
+}
+
+/// The scales and mins of Q4_K/Q5_K (12 bytes at `p`), each duplicated to its two 16-value
+/// groups.
 @inline(__always)
 private func scaleMinK4(_ p: UnsafeRawPointer) -> (SIMD16<Int16>, SIMD16<Int16>) {
+    let bytes = scaleMinBytesK4(p)
     var sc = SIMD16<Int16>()
     var mn = SIMD16<Int16>()
     for j in 0..<8 {
-        let s: UInt8, m: UInt8
-        if j < 4 {
-            s = p.load(fromByteOffset: j, as: UInt8.self) & 63
-            m = p.load(fromByteOffset: j + 4, as: UInt8.self) & 63
-        } else {
-            let a = p.load(fromByteOffset: j + 4, as: UInt8.self)
-            s = (a & 0x0F) | ((p.load(fromByteOffset: j - 4, as: UInt8.self) >> 6) << 4)
-            m = (a >> 4) | ((p.load(fromByteOffset: j, as: UInt8.self) >> 6) << 4)
-        }
-        sc[2 * j] = Int16(s); sc[2 * j + 1] = Int16(s)
-        mn[2 * j] = Int16(m); mn[2 * j + 1] = Int16(m)
+        sc[2 * j] = Int16(bytes[j]); sc[2 * j + 1] = Int16(bytes[j])
+        mn[2 * j] = Int16(bytes[8 + j]); mn[2 * j + 1] = Int16(bytes[8 + j])
     }
     return (sc, mn)
+}
+
+/// The 16 six-bit scales of Q3_K (12 bytes at `p`: low 4 bits from bytes 0-7, high 2 bits
+/// from bytes 8-11), unsigned (the format subtracts 32).
+@inline(__always)
+func scaleBytesQ3_K(_ p: UnsafeRawPointer) -> SIMD16<UInt8> {
+    let a0 = p.loadUnaligned(fromByteOffset: 0, as: UInt32.self)
+    let a1 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+    let t = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+    let k1: UInt32 = 0x0303_0303, k2: UInt32 = 0x0F0F_0F0F
+    let words = SIMD4<UInt32>((a0 & k2) | (((t >> 0) & k1) << 4), (a1 & k2) | (((t >> 2) & k1) << 4),
+                              ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4), ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4))
+    return unsafeBitCast(words, to: SIMD16<UInt8>.self)
 }
 
 enum Q4_KFormat: KFormat {
@@ -200,18 +218,7 @@ enum Q3_KFormat: KFormat {
                 (low | high).store(out, chunk: 4 &* n &+ j)
             }
         }
-        // 16 six-bit scales: low 4 bits from bytes 0-7, high 2 bits from bytes 8-11.
-        let a0 = p.loadUnaligned(fromByteOffset: 96, as: UInt32.self)
-        let a1 = p.loadUnaligned(fromByteOffset: 100, as: UInt32.self)
-        let t = p.loadUnaligned(fromByteOffset: 104, as: UInt32.self)
-        let k1: UInt32 = 0x0303_0303, k2: UInt32 = 0x0F0F_0F0F
-        let w0 = (a0 & k2) | (((t >> 0) & k1) << 4)
-        let w1 = (a1 & k2) | (((t >> 2) & k1) << 4)
-        let w2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4)
-        let w3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4)
-        let words = SIMD4<UInt32>(w0, w1, w2, w3)
-        let bytes = unsafeBitCast(words, to: SIMD16<UInt8>.self)
-        let sc = SIMD16<Int16>(truncatingIfNeeded: bytes) &- 32
+        let sc = SIMD16<Int16>(truncatingIfNeeded: scaleBytesQ3_K(p + 96)) &- 32
         let d = loadHalf(p, 108)
         storeScales(out, scales16: sc, mins16: sc, d: d, dc: -4 * d)
     }
@@ -351,16 +358,7 @@ enum KQuantKernel {
     /// `dmin`; `bsums` holds the activation sums per 16 values).
     @inline(__always)
     static func scalesAndMinTermsK4(_ p: UnsafeRawPointer, _ bsums: UnsafePointer<Int16>) -> (__m256i, SIMD4<Float>) {
-        let k1: UInt32 = 0x3F3F_3F3F, k2: UInt32 = 0x0F0F_0F0F, k3: UInt32 = 0x0303_0303
-        let u0 = p.loadUnaligned(fromByteOffset: 0, as: UInt32.self)
-        let u1 = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-        let u2 = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-        // Bytes 0-7 scales, 8-15 mins.
-        let t3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)
-        let t1 = (u2 & k2) | (((u0 >> 6) & k3) << 4)
-        let t2 = u1 & k1
-        let t0 = u0 & k1
-        let packed = _mm_set_epi32(Int32(bitPattern: t3), Int32(bitPattern: t2), Int32(bitPattern: t1), Int32(bitPattern: t0))
+        let packed = unsafeBitCast(scaleMinBytesK4(p), to: __m128i.self)  // bytes 0-7 scales, 8-15 mins
         let (scales128, mins128) = halves(_mm256_cvtepu8_epi16(packed))
         let (bsLo, bsHi) = halves(_mm256_loadu_si256(UnsafeRawPointer(bsums).assumingMemoryBound(to: __m256i.self)))
         let prod = _mm_madd_epi16(mins128, _mm_hadd_epi16(bsLo, bsHi))
@@ -371,8 +369,7 @@ enum KQuantKernel {
     /// those of the low and the high 32 values of 64-value chunk `j`.
     @inline(__always)
     static func scalePair(_ scales: __m256i, _ j: Int) -> (__m256i, __m256i) {
-        let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
-        let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
+        let (lo, hi) = scaleSelectors(j)
         return (_mm256_shuffle_epi8(scales, _mm256_set1_epi16(lo)), _mm256_shuffle_epi8(scales, _mm256_set1_epi16(hi)))
     }
 
@@ -489,9 +486,32 @@ enum KQuantKernel {
     /// two 16-value groups of a 32-value chunk.
     @inline(__always)
     static func scalePairShuffle(_ j: Int) -> __m256i {
-        let lo = Int16(4 &* j) | Int16(4 &* j &+ 1) << 8
-        let hi = Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8
+        let (lo, hi) = scaleSelectors(j)
         return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+    }
+
+    /// `_mm256_shuffle_epi8` selectors of the Int16 lanes `2j` and `2j+1` (byte pairs).
+    @inline(__always)
+    static func scaleSelectors(_ j: Int) -> (Int16, Int16) {
+        (Int16(4 &* j) | Int16(4 &* j &+ 1) << 8, Int16(4 &* j &+ 2) | Int16(4 &* j &+ 3) << 8)
+    }
+
+    /// Σ over 128 values (four 32-value chunks of quants `q`, 16-value groups scaled by
+    /// `scales`, which holds the 8 scales of these 128 values in both halves) of scale ·
+    /// quant · activation, the activations at `a`: the common core of the Q2_K and Q3_K
+    /// walks.
+    @inline(__always)
+    static func scaledSums128(_ scales: __m256i, _ q0: __m256i, _ q1: __m256i, _ q2: __m256i, _ q3: __m256i,
+                              _ a: UnsafeRawPointer) -> __m256i {
+        let x0 = _mm256_loadu_si256(a.assumingMemoryBound(to: __m256i.self))
+        let x1 = _mm256_loadu_si256((a + 32).assumingMemoryBound(to: __m256i.self))
+        let x2 = _mm256_loadu_si256((a + 64).assumingMemoryBound(to: __m256i.self))
+        let x3 = _mm256_loadu_si256((a + 96).assumingMemoryBound(to: __m256i.self))
+        let p0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(0)), _mm256_maddubs_epi16(q0, x0))
+        let p1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(1)), _mm256_maddubs_epi16(q1, x1))
+        let p2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(2)), _mm256_maddubs_epi16(q2, x2))
+        let p3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(3)), _mm256_maddubs_epi16(q3, x3))
+        return _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3))
     }
 
     /// Q2_K row · q8x256 token straight from the packed blocks: 2-bit quants with a 4-bit
@@ -519,19 +539,11 @@ enum KQuantKernel {
             for n in 0..<2 {
                 let scales = n == 0 ? _mm256_set_m128i(scalesLo, scalesLo) : _mm256_set_m128i(scalesHi, scalesHi)
                 let bits = _mm256_loadu_si256((p + (16 &+ 32 &* n)).assumingMemoryBound(to: __m256i.self))
-                let x0 = _mm256_loadu_si256((a + 128 &* n).assumingMemoryBound(to: __m256i.self))
-                let x1 = _mm256_loadu_si256((a + (128 &* n &+ 32)).assumingMemoryBound(to: __m256i.self))
-                let x2 = _mm256_loadu_si256((a + (128 &* n &+ 64)).assumingMemoryBound(to: __m256i.self))
-                let x3 = _mm256_loadu_si256((a + (128 &* n &+ 96)).assumingMemoryBound(to: __m256i.self))
                 let q0 = _mm256_and_si256(bits, m3)
                 let q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 2), m3)
                 let q2 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m3)
                 let q3 = _mm256_and_si256(_mm256_srli_epi16(bits, 6), m3)
-                let p0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(0)), _mm256_maddubs_epi16(q0, x0))
-                let p1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(1)), _mm256_maddubs_epi16(q1, x1))
-                let p2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(2)), _mm256_maddubs_epi16(q2, x2))
-                let p3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(3)), _mm256_maddubs_epi16(q3, x3))
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)))
+                sumi = _mm256_add_epi32(sumi, scaledSums128(scales, q0, q1, q2, q3, a + 128 &* n))
             }
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
         }
@@ -546,21 +558,12 @@ enum KQuantKernel {
                         _ bsums: UnsafePointer<Int16>, _ h: UnsafePointer<Float>, ahead: Int) -> Float {
         var acc = _mm256_setzero_ps()
         let m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4)
-        let k1: UInt32 = 0x0303_0303, k2: UInt32 = 0x0F0F_0F0F
         for sb in 0..<superBlocks {
             let p = w + sb &* 110
             if ahead != 0 { prefetchLines(p + ahead, bytes: 110) }
             let a = UnsafeRawPointer(aq + sb &* 256)
             let d = loadHalf(p, 108, h) * ad[sb]
-            // 16 six-bit scales: low 4 bits from bytes 96-103, high 2 bits from bytes 104-107.
-            let a0 = p.loadUnaligned(fromByteOffset: 96, as: UInt32.self)
-            let a1 = p.loadUnaligned(fromByteOffset: 100, as: UInt32.self)
-            let t = p.loadUnaligned(fromByteOffset: 104, as: UInt32.self)
-            let w0 = (a0 & k2) | (((t >> 0) & k1) << 4)
-            let w1 = (a1 & k2) | (((t >> 2) & k1) << 4)
-            let w2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4)
-            let w3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4)
-            let packed = _mm_set_epi32(Int32(bitPattern: w3), Int32(bitPattern: w2), Int32(bitPattern: w1), Int32(bitPattern: w0))
+            let packed = unsafeBitCast(scaleBytesQ3_K(p + 96), to: __m128i.self)
             let scales16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(packed), _mm256_set1_epi16(32))
             // The offset 4 of every quant: 4 · Σ_k sc_k · bsum_k, subtracted at the end.
             let bs = _mm256_loadu_si256(UnsafeRawPointer(bsums + sb &* 16).assumingMemoryBound(to: __m256i.self))
@@ -573,10 +576,6 @@ enum KQuantKernel {
                 let bits = _mm256_loadu_si256((p + (32 &+ 32 &* n)).assumingMemoryBound(to: __m256i.self))
                 // The high bit of chunk (n, j) is bit 4n+j of each mask byte; moved to bit 2.
                 let hmn = n == 0 ? _mm256_slli_epi16(hm, 2) : _mm256_srli_epi16(hm, 2)
-                let x0 = _mm256_loadu_si256((a + 128 &* n).assumingMemoryBound(to: __m256i.self))
-                let x1 = _mm256_loadu_si256((a + (128 &* n &+ 32)).assumingMemoryBound(to: __m256i.self))
-                let x2 = _mm256_loadu_si256((a + (128 &* n &+ 64)).assumingMemoryBound(to: __m256i.self))
-                let x3 = _mm256_loadu_si256((a + (128 &* n &+ 96)).assumingMemoryBound(to: __m256i.self))
                 let q0 = _mm256_or_si256(_mm256_and_si256(bits, m3), _mm256_and_si256(hmn, m4))
                 let q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2), m3),
                                          _mm256_and_si256(_mm256_srli_epi16(hmn, 1), m4))
@@ -584,11 +583,7 @@ enum KQuantKernel {
                                          _mm256_and_si256(_mm256_srli_epi16(hmn, 2), m4))
                 let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 6), m3),
                                          _mm256_and_si256(_mm256_srli_epi16(hmn, 3), m4))
-                let p0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(0)), _mm256_maddubs_epi16(q0, x0))
-                let p1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(1)), _mm256_maddubs_epi16(q1, x1))
-                let p2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(2)), _mm256_maddubs_epi16(q2, x2))
-                let p3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, scalePairShuffle(3)), _mm256_maddubs_epi16(q3, x3))
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)))
+                sumi = _mm256_add_epi32(sumi, scaledSums128(scales, q0, q1, q2, q3, a + 128 &* n))
             }
             sumi = _mm256_sub_epi32(sumi, offsetSum)
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc)
