@@ -10,7 +10,8 @@
 #     --modes "..."        modes to run (default: ondemand gate adaptive near fallback-q4_0
 #                          fallback-q2_K adaptive+q2_K); fallback-TYPE@W and MODE+TYPE@W set
 #                          --fallback-threshold W (default 1/k), a further :S --fallback-share S
-#                          (fallback-q2_K:0.4, fallback-q2_K@0.2:0.4)
+#                          (fallback-q2_K:0.4, fallback-q2_K@0.2:0.4); a read-ahead mode's /R sets
+#                          --gate-learning R (gate/0: the plain cross-layer gate)
 #
 # Default PACK: .build-bench/bench-qwen3moe.q8_0.lp.pack.gguf, a pack of the benchmark file
 # with Q4_0 and Q2_K copies of every expert (made with `moe pack --low-precision q4_0,q2_K`
@@ -53,15 +54,17 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 flags() {  # mode -> moe flags
+    local learning=
+    if [[ "$1" == */* ]]; then learning="--gate-learning ${1##*/}"; set -- "${1%/*}"; fi
     local spec=${1%:*} share=
     [ "$spec" != "$1" ] && share="--fallback-share ${1##*:}"
     local mode=${spec%@*} threshold=
     [ "$mode" != "$spec" ] && threshold="--fallback-threshold ${spec#*@} $share" || threshold=$share
     case "$mode" in
         ondemand) echo "--prefetch none" ;;
-        gate|adaptive|near|path) echo "--prefetch $mode" ;;
+        gate|adaptive|near|path) echo "--prefetch $mode $learning" ;;
         fallback-*) echo "--prefetch none --fallback-type ${mode#fallback-} $threshold" ;;
-        *+*) echo "--prefetch ${mode%+*} --fallback-type ${mode#*+} $threshold" ;;
+        *+*) echo "--prefetch ${mode%+*} --fallback-type ${mode#*+} $threshold $learning" ;;
         *) echo "bench-prefetch: unknown mode $1" >&2; exit 1 ;;
     esac
 }

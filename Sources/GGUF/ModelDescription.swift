@@ -616,3 +616,27 @@ public func llamaFileTypeName(_ value: Int64) -> String {
         default: return "unknown (\(value))"
     }
 }
+
+extension ModelDescription {
+    /// Weight bytes one decoded token reads once every weight is in memory: all tensors but
+    /// the token embedding (one row of it, unless the output projection shares it), and of
+    /// the routed experts only the ones a token uses (all of them when the count is not
+    /// declared). Decode speed can at best be memory bandwidth divided by this.
+    public var weightBytesPerDecodedToken: UInt64 {
+        var bytes = tensors.reduce(UInt64(0)) { $0 + $1.bytes }
+        if let pack {
+            let used = UInt64(pack.expertsUsedPerToken ?? pack.expertCount)
+            let full = pack.precisions.first { $0.index == 0 }?.layers.reduce(UInt64(0)) { $0 + $1.bytesPerExpert } ?? 0
+            bytes = bytes - pack.bundleBytes + used * full
+        } else if let experts {
+            let used = UInt64(experts.expertsUsedPerToken ?? experts.expertCount)
+            bytes = bytes - experts.totalExpertBytes + experts.layers.reduce(UInt64(0)) { $0 + used * $1.bytesPerExpert }
+        }
+        let hasOutput = tensors.contains { $0.name == "output.weight" }
+        if hasOutput, let embedding = tensors.first(where: { $0.name == "token_embd.weight" }),
+           embedding.shape.count == 2, embedding.shape[1] > 0 {
+            bytes = bytes - embedding.bytes + embedding.bytes / embedding.shape[1]
+        }
+        return bytes
+    }
+}

@@ -48,6 +48,17 @@ public final class DecoderModel: @unchecked Sendable {
     /// Told how every MoE layer routes each batch (routing records); nil: nobody watches,
     /// and no prediction is computed unless the expert provider wants one.
     public var routingObserver: (any RoutingObserver)?
+    /// Step size of every MoE layer's online correction of read-ahead predictions
+    /// (`GateCorrection`; 0: none).
+    public var gateLearningRate: Float {
+        get {
+            for layer in layers { if case let .experts(moe) = layer.feedForward { return moe.gateCorrection.rate } }
+            return 0
+        }
+        set {
+            for layer in layers { if case let .experts(moe) = layer.feedForward { moe.gateCorrection.rate = newValue } }
+        }
+    }
     public var vocabularySize: Int { hyperParameters.vocabularySize }
     public var hidden: Int { hyperParameters.embeddingLength }
 
@@ -169,7 +180,7 @@ public final class DecoderModel: @unchecked Sendable {
         for (l, layer) in layers.enumerated() {
             if prediction == .sameLayer, case let .experts(moe) = layer.feedForward {
                 let predicted = moe.predict(x, tokens: n, hidden: h, norm: layer.feedForwardNorm,
-                                            epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
+                                            epsilon: hyperParameters.rmsEpsilon, distance: 0, workspace: workspace, pool: pool)
                 experts?.hint(predicted)
             }
             for i in 0..<n {
@@ -199,7 +210,8 @@ public final class DecoderModel: @unchecked Sendable {
                 for ahead in (l + 1)..<min(l + 1 + depth, layers.count) {
                     guard case let .experts(next) = layers[ahead].feedForward else { continue }
                     let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[ahead].feedForwardNorm,
-                                                 epsilon: hyperParameters.rmsEpsilon, workspace: workspace, pool: pool)
+                                                 epsilon: hyperParameters.rmsEpsilon, distance: ahead - l,
+                                                 workspace: workspace, pool: pool)
                     if case .ahead = prediction { experts.hint(predicted) }
                     if observer != nil && ahead == l + 1 { carried = predicted }
                 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Experts
 import Foundation
+import GGUF
 import KV
 import Models
 
@@ -99,10 +100,17 @@ struct Bench: ParsableCommand {
         }
         let peak = ProcessMemory.peakResidentBytes()
         let p = median(prefillRates), d = median(decodeRates)
+        // Where one-sequence decode stands against memory bandwidth: the weight bytes a token
+        // reads once they are in memory, and the rate that reading them at the median implies.
+        let weightBytes = parallel == 1 && d != nil ? try weightBytesPerDecodedToken() : nil
         if json {
             var fields: [String] = []
             if let p { fields.append("\"prefill_tokens_per_second\": \(String(format: "%.3f", p))") }
             if let d { fields.append("\"decode_tokens_per_second\": \(String(format: "%.3f", d))") }
+            if let weightBytes, let d {
+                fields.append("\"weight_bytes_per_token\": \(weightBytes)")
+                fields.append("\"weight_bytes_per_second\": \(Int(Double(weightBytes) * d))")
+            }
             fields.append("\"peak_rss_bytes\": \(peak)")
             fields.append("\"threads\": \(session.pool.threadCount)")
             fields.append("\"parallel\": \(parallel)")
@@ -131,12 +139,21 @@ struct Bench: ParsableCommand {
                     : String(format: "decode  %4d tokens", generatedTokens)
                 print(String(format: "%@: %8.2f tokens/s (median; min %.2f, max %.2f)", label, d, decodeRates.min()!, decodeRates.max()!))
             }
+            if let weightBytes, let d {
+                print(String(format: "decode reads %@ of weights per token: %.1f GB/s at the median",
+                             formatBytes(Int(weightBytes)), Double(weightBytes) * d / 1e9))
+            }
             if let stats = offloaded?.stats {
                 print(String(format: "experts: hit rate %.1f%%, %@ read per token", 100 * stats.hitRate, formatBytes(Int(stats.bytesPerToken))))
             }
             print("peak memory: \(formatBytes(peak))")
         }
         try options.finish(model)
+    }
+
+    private func weightBytesPerDecodedToken() throws -> UInt64 {
+        let file = try runReporting { try GGUFFile.open(path: options.modelPath(), backend: options.backendPreference()) }
+        return ModelDescription(file).weightBytesPerDecodedToken
     }
 }
 

@@ -99,7 +99,9 @@ struct ModelOptions: ParsableArguments {
             }
             printError("experts: \(pool.classCounts[0]) of \(provider.layout.layers.count * provider.layout.expertCount) "
                        + "(\(formatBytes(pool.slotBytes)) each)\(fallback) fit in \(formatBytes(pool.totalBytes)) (\(where_)), "
-                       + "policy \(type(of: provider.policy).name), prefetch \(settings.options.prefetch.rawValue), "
+                       + "policy \(type(of: provider.policy).name), prefetch \(settings.options.prefetch.rawValue)"
+                       + (settings.options.prefetch != .none && model.gateLearningRate > 0
+                          ? String(format: " (learning rate %g)", model.gateLearningRate) : "") + ", "
                        + (provider.layout.isPacked ? "packed file" : "plain GGUF"))
         }
         return model
@@ -329,6 +331,10 @@ struct OffloadingOptions: ParsableArguments {
             help: "Read ahead: none; gate (the next layer's router on this layer's hidden state, as in Fate); adaptive (the gate, as many layers ahead and as many candidates as measured read and compute times call for, as in HOBBIT); path (adaptive, with the gate mixed with routing-path statistics, as in ExpertFlow); near (each layer's router on its input, before its attention).")
     var prefetch: String = PrefetchMode.none.rawValue
 
+    @Option(name: .customLong("gate-learning"),
+            help: ArgumentHelp("Step size of the online correction of read-ahead predictions: each layer learns, from the tokens it routes, what the cross-layer gate's prediction of it misses (0: the plain gate, as in Fate; stable below 2).", valueName: "RATE"))
+    var gateLearning: Float = OffloadOptions().gateLearningRate
+
     @Option(name: .customLong("path-records"),
             help: ArgumentHelp("Routing records (--record-routing) of the same model that seed --prefetch path's statistics.", valueName: "FILE"))
     var pathRecords: String?
@@ -374,6 +380,10 @@ struct OffloadingOptions: ParsableArguments {
             throw ValidationError("--path-records seeds --prefetch path; it means nothing with --prefetch \(mode.rawValue)")
         }
         o.pathRecords = pathRecords
+        guard gateLearning >= 0 && gateLearning < 2 else {
+            throw ValidationError("--gate-learning must be at least 0 and below 2, not \(gateLearning)")
+        }
+        o.gateLearningRate = gateLearning
         if let numaNode, numaNode < 0 { throw ValidationError("--numa-node must be ≥ 0") }
         o.numaNode = numaNode
         o.contextLength = contextLength

@@ -31,8 +31,10 @@ func offloaded(_ path: String, slots: Int?, policy: String = "arc", prefetch: Pr
     options.prefetch = prefetch
     if let slots {
         // Size the budget in slots: read the layout the way the loader will.
+        // Read-ahead's learned corrections come out of the budget too.
         let probe = try offloaded(path, slots: nil)
         options.expertMemory = slots * probe.1.pool.slotBytes
+            + OffloadedModel.predictionCorrectionBytes(probe.1.layout, hidden: probe.0.hidden, options: options)
     }
     let (model, provider) = try OffloadedModel.load(path: path, options: options, expertReads: expertReads)
     guard let provider else { throw ModelError.file("\(path) was not offloaded") }

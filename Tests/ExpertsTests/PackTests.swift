@@ -253,6 +253,8 @@ struct PackTests {
             #expect(ModelDescription(plain).pack == nil)
             let plainJSON = try #require(JSONSerialization.jsonObject(with: Data(ModelDescription(plain).json().utf8)) as? [String: Any])
             #expect(plainJSON["pack"] == nil)
+            // A token reads the same weights from the pack as from the file it was made of.
+            #expect(d.weightBytesPerDecodedToken == ModelDescription(plain).weightBytesPerDecodedToken)
         }
     }
 

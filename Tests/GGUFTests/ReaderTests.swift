@@ -64,6 +64,25 @@ struct ReaderTests {
         #expect(layout.totalExpertBytes + layout.nonExpertBytes == f.tensorBytes)
     }
 
+    @Test("weights a decoded token reads: one embedding row, the used experts, every other tensor",
+          arguments: ["tiny-qwen3moe.q8_0.gguf", "tiny-mixtral.q4_k_m.gguf", "tiny-qwen2moe.q8_0.gguf", "tiny-llama.q8_0.gguf"])
+    func weightBytesPerDecodedToken(name: String) throws {
+        let f = try GGUFFile.open(path: Shared.model(name))
+        let used = UInt64(f.metadata["\(f.architecture!).expert_used_count"]?.integer ?? 0)
+        var expected: UInt64 = 0
+        for t in f.tensors {
+            if t.name.contains("_exps.") {
+                expected += t.byteCount / t.dimensions.last! * used
+            } else if t.name == "token_embd.weight" && f.tensor(named: "output.weight") != nil {
+                expected += t.byteCount / t.dimensions[1]
+            } else {
+                expected += t.byteCount
+            }
+        }
+        #expect(ModelDescription(f).weightBytesPerDecodedToken == expected)
+        #expect(expected < f.tensorBytes)
+    }
+
     @Test("qwen2moe shared expert is counted apart from routed experts")
     func qwen2moeSharedExpert() throws {
         let f = try GGUFFile.open(path: Shared.model("tiny-qwen2moe.q8_0.gguf"))

@@ -16,6 +16,8 @@ public struct MixtureOfExperts: @unchecked Sendable {
     public let shared: FeedForward?
     /// `blk.N.ffn_gate_inp_shexp.weight`: one row; sigmoid(row·x) scales the shared expert.
     public let sharedGate: UnsafePointer<Float>?
+    /// Learns, while running, what the cross-layer gate's prediction of this layer misses.
+    public let gateCorrection: GateCorrection
 
     public init(_ w: WeightStore, layer: Int, _ hp: HyperParameters, normalizeWeights: Bool,
                 sharedExpert: Bool = false) throws(ModelError) {
@@ -27,6 +29,7 @@ public struct MixtureOfExperts: @unchecked Sendable {
         width = hp.expertFeedForwardLength
         self.normalizeWeights = normalizeWeights
         weightScale = hp.expertWeightsScale
+        gateCorrection = GateCorrection(experts: hp.expertCount, hidden: h)
         if sharedExpert {
             let sharedWidth = hp.sharedExpertFeedForwardLength > 0 ? hp.sharedExpertFeedForwardLength : hp.feedForwardLength
             shared = try FeedForward(w, layer: layer, hidden: h, width: sharedWidth, suffix: "_shexp")
@@ -60,6 +63,7 @@ public struct MixtureOfExperts: @unchecked Sendable {
     func route(_ x: UnsafePointer<Float>, tokens: Int, workspace: Workspace, pool: ThreadPool) -> [Route] {
         let logits = workspace.floats(Slot.routerLogits, count: tokens * expertCount)
         MatMul.multiply(router, input: x, tokens: tokens, output: logits, pool: pool)
+        gateCorrection.learn(actual: logits, tokens: tokens)
         var routes: [Route] = []
         routes.reserveCapacity(tokens)
         var order = [Int](repeating: 0, count: expertCount)
@@ -85,14 +89,17 @@ public struct MixtureOfExperts: @unchecked Sendable {
     /// Fate's cross-layer gate: this layer's router applied to an earlier layer's hidden
     /// state `x` (tokens × hidden, before this layer's norm, which is applied here with
     /// `norm`), predicting which experts this layer will select, token by token.
+    /// `distance`: how many layers before this one `x` comes from (0: this layer's own input,
+    /// before its attention); the online correction keeps what it learns per distance.
     func predict(_ x: UnsafePointer<Float>, tokens: Int, hidden: Int, norm: UnsafePointer<Float>, epsilon: Float,
-                 workspace: Workspace, pool: ThreadPool) -> GatePrediction {
+                 distance: Int, workspace: Workspace, pool: ThreadPool) -> GatePrediction {
         let normed = workspace.floats(Slot.predictionInput, count: tokens * hidden)
         for t in 0..<tokens {
             VectorMath.rmsNorm(x + t * hidden, weight: norm, count: hidden, epsilon: epsilon, into: normed + t * hidden)
         }
         let logits = workspace.floats(Slot.predictionLogits, count: tokens * expertCount)
         MatMul.multiply(router, input: normed, tokens: tokens, output: logits, pool: pool)
+        gateCorrection.apply(input: normed, tokens: tokens, logits: logits, distance: distance)
         var experts: [Int] = []
         experts.reserveCapacity(tokens * expertsPerToken)
         var order = [Int](repeating: 0, count: expertCount)
