@@ -24,6 +24,10 @@ struct OffloadCLITests {
         #expect(resident.status == 0 && offloaded.status == 0, "\(offloaded.stderr)")
         #expect(offloaded.stdout == resident.stdout)
         #expect(offloaded.stderr.contains("prediction: recall "), "\(offloaded.stderr)")
+        #expect(offloaded.stderr.contains("prefetch gate (learning rate 0.3)"), "\(offloaded.stderr)")
+        let plain = try cli.run(args + ["--expert-memory", "2M", "--prefetch", "gate", "--gate-learning", "0", "--stats"])
+        #expect(plain.stdout == resident.stdout)
+        #expect(plain.stderr.contains("prefetch gate, "), "\(plain.stderr)")
     }
 
     @Test func budgetBelowTheMinimumStatesIt() throws {
@@ -39,6 +43,8 @@ struct OffloadCLITests {
         (["--cpus", "3-1"], "cannot read CPU list '3-1'"),
         (["--fallback-threshold=-1"], "--fallback-threshold must be a routing weight >= 0"),
         (["--fallback-share", "1.5"], "--fallback-share must be between 0 and 1"),
+        (["--gate-learning", "2"], "--gate-learning must be at least 0 and below 2, not 2.0"),
+        (["--gate-learning=-0.1"], "--gate-learning must be at least 0 and below 2, not -0.1"),
         (["--fallback-type", "q9_9"], "--fallback-type q9_9 is not a type precision fallback can make copies in"),
         (["--fallback-type", "q8_0"], "--fallback-type q8_0 is already the type of every expert matrix"),
     ])
