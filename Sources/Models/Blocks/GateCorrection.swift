@@ -53,12 +53,17 @@ public final class GateCorrection: @unchecked Sendable {
         distances * 4 * (experts * (hidden + 1) + hidden + 1 + experts)
     }
 
-    /// Adds the correction for predictions made `distance` layers ahead to `tokens` rows of
-    /// logits computed from the normalized inputs `input` (tokens × hidden). A single
-    /// token's prediction is remembered for `learn`; a batch's tokens are corrected but not
-    /// learned from.
+    /// Adds the correction for predictions made `distance` layers ahead to the logits of a
+    /// single token computed from its normalized input `input` (hidden), and remembers them
+    /// for `learn`. A batch (prefill) keeps the plain gate's logits: its read-ahead takes the
+    /// union of its tokens' predictions, and correcting every token would cost a router's
+    /// worth of multiply-adds per token, layer and distance for little.
     func apply(input: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>, distance: Int) {
         guard rate > 0, distance >= 0, distance <= Self.maximumDistance else { return }
+        guard tokens == 1 else {
+            maps[distance]?.pending = false
+            return
+        }
         let map: Map
         if let m = maps[distance] {
             map = m
@@ -69,21 +74,14 @@ public final class GateCorrection: @unchecked Sendable {
         let w = width
         map.input.withUnsafeMutableBufferPointer { zb in
             let z = zb.baseAddress!
+            z.update(from: input, count: hidden)
+            z[hidden] = Self.dot(input, input, hidden).squareRoot()
             map.weights.withUnsafeBufferPointer { a in
-                for t in 0..<tokens {
-                    let x = input + t * hidden
-                    z.update(from: x, count: hidden)
-                    z[hidden] = Self.dot(x, x, hidden).squareRoot()
-                    for e in 0..<experts {
-                        logits[t * experts + e] += Self.dot(a.baseAddress! + e * w, z, w)
-                    }
-                }
+                for e in 0..<experts { logits[e] += Self.dot(a.baseAddress! + e * w, z, w) }
             }
         }
-        map.pending = tokens == 1
-        if map.pending {
-            map.logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: logits, count: experts) }
-        }
+        map.pending = true
+        map.logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: logits, count: experts) }
     }
 
     /// Learns from the router's logits (before softmax) for `tokens` tokens: one step for
