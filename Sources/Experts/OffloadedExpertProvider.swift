@@ -521,15 +521,18 @@ public final class OffloadedExpertProvider: ExpertProvider {
         // The CPU would idle until the reads land: make a copy meanwhile.
         makeOnePendingCopy()
         let waitStart = ContinuousClock.now
-        var completions: [ReadCompletion]
+        let completions = try reap(minimum: 1) + reap(minimum: 0)
+        stats.stallSeconds += (ContinuousClock.now - waitStart).seconds
+        return try land(completions, pinned: &pinned)
+    }
+
+    /// The backend's completions (waiting for at least `minimum`), its errors as the model's.
+    private func reap(minimum: Int) throws(ModelError) -> [ReadCompletion] {
         do {
-            completions = try backend.reap(minimum: 1)
-            completions += try backend.reap(minimum: 0)
+            return try backend.reap(minimum: minimum)
         } catch {
             throw .storage("\(backend.path): \(error)")
         }
-        stats.stallSeconds += (ContinuousClock.now - waitStart).seconds
-        return try land(completions, pinned: &pinned)
     }
 
     /// Lands the prefetches that arrived since the last look, without waiting: until then
@@ -537,14 +540,8 @@ public final class OffloadedExpertProvider: ExpertProvider {
     /// layer begins, when no read of its own is outstanding.
     private func landArrivedPrefetches() throws(ModelError) {
         guard backend.pending > 0 else { return }
-        let completions: [ReadCompletion]
-        do {
-            completions = try backend.reap(minimum: 0)
-        } catch {
-            throw .storage("\(backend.path): \(error)")
-        }
         var pinned: [Int] = []
-        _ = try land(completions, pinned: &pinned)
+        _ = try land(reap(minimum: 0), pinned: &pinned)
     }
 
     /// Accounts for `completions`: experts whose reads are all done become resident (a

@@ -102,7 +102,7 @@ struct Bench: ParsableCommand {
         let p = median(prefillRates), d = median(decodeRates)
         // Where one-sequence decode stands against memory bandwidth: the weight bytes a token
         // reads once they are in memory, and the rate that reading them at the median implies.
-        let weightBytes = parallel == 1 && d != nil ? try weightBytesPerDecodedToken() : nil
+        let weightBytes = parallel == 1 && d != nil ? ModelDescription(model.weights.file).weightBytesPerDecodedToken : nil
         if json {
             var fields: [String] = []
             if let p { fields.append("\"prefill_tokens_per_second\": \(String(format: "%.3f", p))") }
@@ -149,11 +149,6 @@ struct Bench: ParsableCommand {
             print("peak memory: \(formatBytes(peak))")
         }
         try options.finish(model)
-    }
-
-    private func weightBytesPerDecodedToken() throws -> UInt64 {
-        let file = try runReporting { try GGUFFile.open(path: options.modelPath(), backend: options.backendPreference()) }
-        return ModelDescription(file).weightBytesPerDecodedToken
     }
 }
 

@@ -75,9 +75,9 @@ public final class GateCorrection: @unchecked Sendable {
         map.input.withUnsafeMutableBufferPointer { zb in
             let z = zb.baseAddress!
             z.update(from: input, count: hidden)
-            z[hidden] = Self.dot(input, input, hidden).squareRoot()
+            z[hidden] = VectorMath.dot(input, input, count: hidden).squareRoot()
             map.weights.withUnsafeBufferPointer { a in
-                for e in 0..<experts { logits[e] += Self.dot(a.baseAddress! + e * w, z, w) }
+                for e in 0..<experts { logits[e] += VectorMath.dot(a.baseAddress! + e * w, z, count: w) }
             }
         }
         map.pending = true
@@ -98,33 +98,18 @@ public final class GateCorrection: @unchecked Sendable {
         let w = width
         map.input.withUnsafeBufferPointer { zb in
             let z = zb.baseAddress!
-            let energy = Self.dot(z, z, w)
+            // |z|²: the input's squared norm twice over, as the bias feature is that norm.
+            let energy = 2 * z[hidden] * z[hidden]
             guard energy > 0, energy.isFinite else { return }
             let scale = rate / energy
             map.weights.withUnsafeMutableBufferPointer { a in
                 for e in 0..<experts {
                     let error = map.logits[e] - actual[e]
                     guard error.isFinite else { continue }
-                    let row = a.baseAddress! + e * w
-                    let g = scale * error
-                    for i in 0..<w { row[i] -= g * z[i] }
+                    VectorMath.addScaled(z, scale: -scale * error, into: a.baseAddress! + e * w, count: w)
                 }
             }
         }
         updates += 1
-    }
-
-    @inline(__always)
-    private static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>()
-        var i = 0
-        while i &+ 8 <= n {
-            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i &+= 8
-        }
-        var s = acc.sum()
-        while i < n { s += a[i] * b[i]; i &+= 1 }
-        return s
     }
 }
