@@ -60,7 +60,7 @@ let package = Package(
         // recorder that watches a model route; what `moe trace` reads.
         .target(name: "Trace", dependencies: ["Models"]),
         // Sessions, sampling, the generation loop.
-        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage"]),
+        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Trace", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage"]),
         // The Jinja subset that GGUF chat templates are written in.
         .target(name: "ChatTemplate"),
         .executableTarget(
@@ -92,6 +92,6 @@ let package = Package(
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe", "GGUF", "Storage"]),
         .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
-        .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Models", "Tokenizer", "GGUF", "ChatTemplate", "KV", "Storage"]),
+        .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Experts", "Models", "Tokenizer", "GGUF", "ChatTemplate", "KV", "Storage"]),
     ]
 )

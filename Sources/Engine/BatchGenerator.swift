@@ -112,15 +112,14 @@ public final class BatchGenerator {
                 sequences expected: Int = 1, kvType: KVType = .f16) {
         precondition(expected > 0, "size the pool for at least one sequence")
         self.model = model
-        let trained = model.hyperParameters.contextLength
-        let capacity = min(contextLength ?? min(trained, 4096), trained)
+        let capacity = model.contextLength(asked: contextLength)
         self.contextLength = capacity
         if let kvPool {
             precondition(kvPool.owner == ObjectIdentifier(model), "the KV pool was made for another model")
             self.kvPool = kvPool
         } else {
             let layout = model.kvLayout(type: kvType)
-            self.kvPool = KVBlockPool(layout: layout, blocks: (layout.blocks(forPositions: capacity) + 1) * expected,
+            self.kvPool = KVBlockPool(layout: layout, blocks: model.kvBlocks(layout, positions: capacity, sequences: expected),
                                       owner: ObjectIdentifier(model))
         }
         pool = ThreadPool(threadCount: threads ?? ThreadPool.defaultThreadCount)

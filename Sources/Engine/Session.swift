@@ -30,8 +30,7 @@ public final class Session {
     public init(model: DecoderModel, contextLength: Int? = nil, threads: Int? = nil, kvPool: KVBlockPool? = nil,
                 kvType: KVType = .f16) {
         self.model = model
-        let trained = model.hyperParameters.contextLength
-        let capacity = min(contextLength ?? min(trained, 4096), trained)
+        let capacity = model.contextLength(asked: contextLength)
         if let kvPool {
             precondition(kvPool.owner == ObjectIdentifier(model), "the KV pool was made for another model")
             cache = kvPool.makeSequence(capacity: capacity)

@@ -62,21 +62,37 @@ extension DecoderModel {
                                owner: ObjectIdentifier(self))
     }
 
-    /// A pool sized for one sequence of `positions` positions, plus one block so a
-    /// copy-on-write at a full context still finds room (what a session has by default).
+    /// A pool sized for one sequence of `positions` positions (`kvBlocks`: what a session
+    /// has by default).
     public func makeKVPool(positions: Int, blockSize: Int = 16, type: KVType = .f16) throws(KVError) -> KVBlockPool {
         try checkKVType(type)
         let layout = kvLayout(blockSize: blockSize, type: type)
-        return KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: positions) + 1, owner: ObjectIdentifier(self))
+        return KVBlockPool(layout: layout, blocks: kvBlocks(layout, positions: positions), owner: ObjectIdentifier(self))
     }
 
     /// A sequence of `capacity` positions with a pool of its own, large enough for them
-    /// (plus one block, so a copy-on-write at a full context still finds room).
+    /// (`kvBlocks`).
     public func makeCache(capacity: Int, type: KVType = .f16) -> KVSequence {
         let layout = kvLayout(type: type)
-        let pool = KVBlockPool(layout: layout, blocks: layout.blocks(forPositions: capacity) + 1,
-                               owner: ObjectIdentifier(self))
+        let pool = KVBlockPool(layout: layout, blocks: kvBlocks(layout, positions: capacity), owner: ObjectIdentifier(self))
         return pool.makeSequence(capacity: capacity)
+    }
+
+    /// The context a sequence gets when `asked` positions (nil: none asked for): what was
+    /// asked, else the model's own up to `defaultContextLimit`, never more than the model's.
+    public func contextLength(asked: Int?) -> Int {
+        let trained = hyperParameters.contextLength
+        return min(asked ?? min(trained, Self.defaultContextLimit), trained)
+    }
+
+    /// The default context's ceiling: a model trained on 128k positions would otherwise
+    /// reserve KV for all of them.
+    public static let defaultContextLimit = 4096
+
+    /// The KV sizing rule: blocks for `sequences` sequences of `positions` positions, each
+    /// with one block more, so a copy-on-write at a full context still finds room.
+    public func kvBlocks(_ layout: KVLayout, positions: Int, sequences: Int = 1) -> Int {
+        (layout.blocks(forPositions: positions) + 1) * sequences
     }
 }
 

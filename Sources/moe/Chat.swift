@@ -38,11 +38,11 @@ struct Chat: ParsableCommand {
     }
 
     func run() throws {
-        let model = try options.load()
-        let metadata = model.weights.file.metadata
-        let tokenizer = try runReporting { try Tokenizer(metadata: metadata) }
+        let runtime = try options.load()
+        let metadata = runtime.model.weights.file.metadata
+        let tokenizer = try runReporting { try runtime.makeTokenizer() }
         let saved = try sessionOptions.openSaved()
-        let session = try options.session(model, defaultKVType: saved?.layout.type)
+        let session = try runReporting { try runtime.makeSession(defaultKVType: saved?.layout.type) }
         let conversation: Conversation
         do {
             conversation = try Conversation(session: session, tokenizer: tokenizer, metadata: metadata,
@@ -56,7 +56,7 @@ struct Chat: ParsableCommand {
         }
         if let saved {
             // The saved conversation goes on as it was (its own system prompt included).
-            let report = try runReporting { try conversation.resume(from: saved, strategy: sessionOptions.strategy()) }
+            let report = try runReporting { try conversation.resume(from: saved, strategy: sessionOptions.strategy) }
             let turns = conversation.messages.filter { $0.role != "system" }.count
             printError(SessionOptions.describe(report, of: saved.count, unit: "positions") + ", \(turns) messages")
             if system != nil { printError("note: --system is ignored: the resumed conversation has its own") }
@@ -109,10 +109,10 @@ struct Chat: ParsableCommand {
                 printError(String(format: "[prompt %d tokens (%d reused), %.1f tokens/s | reply %d tokens, %.1f tokens/s]",
                                   s.promptTokens, reply.reusedTokens, s.promptTokensPerSecond,
                                   s.generatedTokens, s.generationTokensPerSecond))
-                options.printExpertStats(conversation.session.model)
+                options.printExpertStats(runtime)
             }
         }
-        try options.closeRecording(model)
+        try runReporting { try runtime.closeRecording() }
     }
 
     /// Runs a slash command; false means quit.
@@ -140,13 +140,11 @@ struct Chat: ParsableCommand {
             }
             do {
                 let saved = try SessionFile.open(path: parts[1])
-                let report = try conversation.resume(from: saved, strategy: sessionOptions.strategy())
+                let report = try conversation.resume(from: saved, strategy: sessionOptions.strategy)
                 sampler = Sampler(sampling.parameters)
                 printError("[" + SessionOptions.describe(report, of: saved.count, unit: "positions") + "]")
-            } catch let error as SessionFileError {
-                printError("error: \(error.description) (the conversation goes on as it was)")
             } catch {
-                printError("error: \(error)")
+                printError("error: \(error.description) (the conversation goes on as it was)")
             }
         case "/help":
             printError("""

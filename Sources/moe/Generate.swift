@@ -35,27 +35,27 @@ struct Generate: ParsableCommand {
             printError("error: the prompt is empty")
             throw ExitCode.failure
         }
-        let model = try options.load(sequences: parallel)
-        let tokenizer = try runReporting { try Tokenizer(metadata: model.weights.file.metadata) }
+        let runtime = try options.load(sequences: parallel)
+        let tokenizer = try runReporting { try runtime.makeTokenizer() }
         let ids = tokenizer.encode(prompt, addBOS: tokenizer.addsBOS)
         guard !ids.isEmpty else {
             printError("error: the prompt has no tokens")
             throw ExitCode.failure
         }
         if parallel > 1 {
-            try runParallel(model, tokenizer: tokenizer, prompt: ids)
-            try options.finish(model)
+            try runParallel(runtime, tokenizer: tokenizer, prompt: ids)
+            try options.finish(runtime)
             return
         }
         let saved = try sessionOptions.openSaved()
-        let session = try options.session(model, defaultKVType: saved?.layout.type)
+        let session = try runReporting { try runtime.makeSession(defaultKVType: saved?.layout.type) }
         var sampler = Sampler(sampling.parameters)
         // A saved session gives back the longest prefix of the prompt it holds (leaving the
         // last prompt token to evaluate, for its logits).
         var reused = 0
         var restoreSeconds = 0.0
         if let saved {
-            let strategy = try sessionOptions.strategy()
+            let strategy = sessionOptions.strategy
             let report = try runReporting { () throws(SessionFileError) -> RestoreReport in
                 guard saved.contents.kind == "generate" else {
                     throw SessionFileError(path: saved.path, problem: .wrongKind(saved: saved.contents.kind, wanted: "generate"))
@@ -90,13 +90,13 @@ struct Generate: ParsableCommand {
                               (restoreSeconds + stats.promptSeconds) * 1000, restoreSeconds * 1000, stats.promptSeconds * 1000))
             try runReporting { try SessionFile.save(session, to: path, contents: SessionContents(kind: "generate")) }
         }
-        try options.finish(model)
+        try options.finish(runtime)
     }
 
     /// `--parallel N`: the prompt once, then N continuations (forks sharing its KV blocks)
     /// stepping together; each printed whole, labelled, when all are done.
-    private func runParallel(_ model: DecoderModel, tokenizer: Tokenizer, prompt ids: [Int]) throws {
-        let generator = try options.batchGenerator(model, sequences: parallel)
+    private func runParallel(_ runtime: Runtime, tokenizer: Tokenizer, prompt ids: [Int]) throws {
+        let generator = try runReporting { try runtime.makeBatchGenerator() }
         guard ids.count < generator.contextLength else {
             printError("error: context overflow: the prompt has \(ids.count) tokens, the context holds \(generator.contextLength)")
             throw ExitCode.failure
@@ -125,9 +125,11 @@ struct Generate: ParsableCommand {
             do {
                 step = try generator.step()
             } catch let ModelError.kvCache(error) {
-                printError("error: " + ModelOptions.kvExhausted(error, sequences: parallel, positionsEach: min(ids.count + tokens, generator.contextLength),
-                                                                layout: generator.kvPool.layout))
-                throw ExitCode.failure
+                _ = try runReporting {
+                    throw RuntimeError.kvExhausted(error, sequences: parallel, positionsEach: min(ids.count + tokens, generator.contextLength),
+                                                   layout: generator.kvPool.layout)
+                }
+                return
             } catch {
                 _ = try runReporting { throw error }
                 return

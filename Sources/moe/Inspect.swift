@@ -19,9 +19,7 @@ struct Inspect: ParsableCommand {
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
-        guard let backend = StorageBackendPreference(parsing: storage.ioBackend) else {
-            throw ValidationError("unknown --io-backend '\(storage.ioBackend)' (auto, io_uring, pread)")
-        }
+        let backend = storage.ioBackend
         let gguf = try runReporting { try GGUFFile.open(path: file, backend: backend) }
         let description = ModelDescription(gguf)
         print(json ? description.json() : description.text())
@@ -48,6 +46,9 @@ func runReporting<T>(_ body: () throws -> T) throws -> T {
         printError("error: \(e.description)")
         throw ExitCode.failure
     } catch let e as SessionFileError {
+        printError("error: \(e.description)")
+        throw ExitCode.failure
+    } catch let e as RuntimeError {
         printError("error: \(e.description)")
         throw ExitCode.failure
     }

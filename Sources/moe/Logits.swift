@@ -28,9 +28,9 @@ struct Logits: ParsableCommand {
             ids.append(id)
         }
         guard greedy >= 0 else { throw ValidationError("--greedy must be ≥ 0") }
-        let model = try options.load()
-        let session = try options.session(model)
-        let vocab = model.vocabularySize
+        let runtime = try options.load()
+        let session = try runReporting { try runtime.makeSession() }
+        let vocab = runtime.model.vocabularySize
         let logits = try runReporting { try session.evaluate(ids, logits: .all) }
         var greedyIds: [Int] = []
         var last = Array(logits.suffix(vocab))
@@ -53,7 +53,7 @@ struct Logits: ParsableCommand {
             out += "]"
         }
         out += "], \"greedy\": [" + greedyIds.map(String.init).joined(separator: ", ") + "]}"
-        try options.closeRecording(model)
+        try runReporting { try runtime.closeRecording() }
         print(out)
     }
 }

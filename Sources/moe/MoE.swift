@@ -1,4 +1,5 @@
 import ArgumentParser
+import Storage
 
 @main
 struct MoE: ParsableCommand {
@@ -14,5 +15,5 @@ struct MoE: ParsableCommand {
 /// Options shared by every command that reads a model file.
 struct StorageOptions: ParsableArguments {
     @Option(name: .long, help: "I/O backend: auto (io_uring, falling back to pread), io_uring or pread.")
-    var ioBackend: String = "auto"
+    var ioBackend: StorageBackendPreference = .automatic
 }

@@ -39,9 +39,7 @@ struct Pack: ParsableCommand {
     }
 
     func run() throws {
-        guard let backend = StorageBackendPreference(parsing: storage.ioBackend) else {
-            throw ValidationError("unknown --io-backend '\(storage.ioBackend)' (auto, io_uring, pread)")
-        }
+        let backend = storage.ioBackend
         let clock = ContinuousClock()
         let started = clock.now
         var bar: ProgressBar?

@@ -62,12 +62,13 @@ struct Perplexity: ParsableCommand {
             printError("error: cannot read '\(file)': \(error.localizedDescription)")
             throw ExitCode.failure
         }
-        let model = try options.load()
-        let tokenizer = try runReporting { try Tokenizer(metadata: model.weights.file.metadata) }
+        let runtime = try options.load()
+        let model = runtime.model
+        let tokenizer = try runReporting { try runtime.makeTokenizer() }
         // As llama-perplexity: BOS only where the vocabulary adds it, special tokens as text.
         let tokens = tokenizer.encode(utf8: Array(data), addBOS: tokenizer.addsBOS, parseSpecial: false)
         let context = options.contextLength ?? min(512, model.hyperParameters.contextLength)
-        let session = try options.session(model, context: max(context, 1))
+        let session = try runReporting { try runtime.makeSession(context: max(context, 1)) }
         var evaluator = PerplexityEvaluator(contextLength: context, maxChunks: chunks,
                                             bos: tokenizer.addsBOS ? tokenizer.bos : nil)
         evaluator.batchSize = batchSize
@@ -139,7 +140,7 @@ struct Perplexity: ParsableCommand {
                 print("saved base:     \(writer.positionsWritten) positions to \(writer.path) (\(formatBytes(writer.header.fileBytes)))")
             }
         }
-        try options.finish(model)
+        try options.finish(runtime)
     }
 
     func report(_ kl: KLDivergenceSummary, base: LogProbabilityFile.Reader, perplexity: Double) -> String {

@@ -12,16 +12,7 @@ struct SessionOptions: ParsableArguments {
     @Option(name: .customLong("session-restore"),
             help: ArgumentHelp("How a saved session comes back: auto (load the blocks from the end while recomputing from the start, whichever is estimated faster for each chunk: Cake), load, or compute.",
                                valueName: "strategy"))
-    var restore: String = "auto"
-
-    func validate() throws { _ = try strategy() }
-
-    func strategy() throws -> RestoreStrategy {
-        guard let s = RestoreStrategy(rawValue: restore.lowercased()) else {
-            throw ValidationError("unknown --session-restore '\(restore)' (auto, load or compute)")
-        }
-        return s
-    }
+    var strategy: RestoreStrategy = .automatic
 
     /// The saved session at `--session`, header checked; nil when none is given or the file
     /// does not exist yet. A file that is not a valid session is an error (it is left as it is).

@@ -67,8 +67,8 @@ struct KVCLITests {
     }
 
     @Test(arguments: [
-        (["--kv-type", "q5_0"], "unknown --kv-type 'q5_0' (one of f16, q8_0, q4_0)"),
-        (["--kv-type", "f32"], "unknown --kv-type 'f32'"),
+        (["--kv-type", "q5_0"], "The value 'q5_0' is invalid for '--kv-type <type>'. Please provide one of 'f16', 'q8_0' or 'q4_0'."),
+        (["--kv-type", "f32"], "The value 'f32' is invalid for '--kv-type <type>'"),
         (["--kv-memory", "lots"], "cannot read --kv-memory 'lots'"),
         (["--kv-memory", "0"], "cannot read --kv-memory '0'"),
     ])

@@ -37,9 +37,10 @@ struct OffloadCLITests {
     }
 
     @Test(arguments: [
-        (["--expert-policy", "mru"], "unknown --expert-policy 'mru'"),
+        (["--expert-policy", "mru"], "The value 'mru' is invalid for '--expert-policy <expert-policy>'"),
         (["--expert-memory", "lots"], "cannot read --expert-memory 'lots'"),
-        (["--prefetch", "always"], "unknown --prefetch 'always'"),
+        (["--prefetch", "always"], "The value 'always' is invalid for '--prefetch <prefetch>'. Please provide one of 'none', 'gate', 'adaptive', 'path' or 'near'."),
+        (["--io-backend", "disk"], "The value 'disk' is invalid for '--io-backend <io-backend>'. Please provide one of 'auto', 'io_uring' or 'pread'."),
         (["--cpus", "3-1"], "cannot read CPU list '3-1'"),
         (["--fallback-threshold=-1"], "--fallback-threshold must be a routing weight >= 0"),
         (["--fallback-share", "1.5"], "--fallback-share must be between 0 and 1"),
