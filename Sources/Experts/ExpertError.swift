@@ -1,8 +1,10 @@
 import GGUF
 import Models
+import Storage
+import Trace
 
 /// Why expert offloading could not be set up or continue.
-public enum ExpertError: Error, Equatable, CustomStringConvertible {
+public enum ExpertError: Error, Equatable, Sendable, CustomStringConvertible, ModelComponentError {
     case invalidOption(String)
     /// The budget holds fewer experts than one token needs in one layer.
     /// `lowCopyBytes`: with precision fallback, a low-precision copy's slot (the minimum
@@ -20,6 +22,16 @@ public enum ExpertError: Error, Equatable, CustomStringConvertible {
     case fallbackTypeIsNative(GGMLType, path: String)
     /// The model's expert matrices have a type that cannot be expanded to make a copy from.
     case fallbackSourceUnsupported(GGMLType, matrix: String)
+    /// The pool's memory could not be allocated or placed.
+    case poolSetup(StorageError)
+    /// Every slot is held by reads in flight for other layers.
+    case noFreeSlot(layer: Int, slots: Int)
+    /// The model file was truncated or rewritten after it was loaded.
+    case fileChangedWhileRunning(path: String, bytesWhenLoaded: UInt64, bytesNow: UInt64)
+    /// The routing records seeding `--prefetch path` could not be read.
+    case pathRecords(RoutingRecordError)
+    /// The routing records seeding `--prefetch path` are of another model.
+    case pathRecordsOfAnotherModel(path: String, experts: Int, layers: [Int], expectedExperts: Int, expectedLayers: [Int])
 
     public var description: String {
         switch self {
@@ -51,6 +63,20 @@ public enum ExpertError: Error, Equatable, CustomStringConvertible {
         case let .fallbackSourceUnsupported(type, matrix):
             return "cannot make low-precision copies of \(matrix): its type \(type.name) cannot be expanded; "
                 + "make a pack with them instead (moe pack --low-precision)"
+        case let .poolSetup(e):
+            return "cannot set up the expert pool: \(e.description)"
+        case let .noFreeSlot(layer, slots):
+            return "the expert pool has no free slot for layer \(layer) (all \(slots) in use)"
+        case let .fileChangedWhileRunning(path, before, now):
+            if now < before {
+                return "\(path) was truncated while running (\(before) bytes when loaded, \(now) now): load the model again"
+            }
+            return "\(path) changed while running (rewritten after the model loaded): load the model again"
+        case let .pathRecords(e):
+            return e.description
+        case let .pathRecordsOfAnotherModel(path, experts, layers, expectedExperts, expectedLayers):
+            return "\(path) records another model's routing (\(experts) experts in MoE layers \(layers), "
+                + "not \(expectedExperts) in \(expectedLayers))"
         }
     }
 }

@@ -190,11 +190,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
     private func checkFileVersion() throws(ModelError) {
         versionChecked = true
         guard let before = loadedVersion, let now = backend.currentVersion(), now != before else { return }
-        if now.size < before.size {
-            throw .storage("\(backend.path) was truncated while running (\(before.size) bytes when loaded, \(now.size) now): "
-                           + "load the model again")
-        }
-        throw .storage("\(backend.path) changed while running (rewritten after the model loaded): load the model again")
+        throw .experts(ExpertError.fileChangedWhileRunning(path: backend.path, bytesWhenLoaded: before.size, bytesNow: now.size))
     }
     private var batchTokens = 1
 
@@ -342,7 +338,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
                         // Every slot is held by reads in flight for other layers (prefetches):
                         // let them land, which frees their holds.
                         guard backend.pending > 0 else {
-                            throw ModelError.storage("the expert pool has no free slot for layer \(layer) (all \(pool.slotCount) in use)")
+                            throw ModelError.experts(ExpertError.noFreeSlot(layer: layer, slots: pool.slotCount))
                         }
                         _ = try awaitLoads(pinned: &pinnedSlots)
                         continue
@@ -362,7 +358,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
         } catch let e as ModelError {
             failure = e
         } catch {
-            failure = .storage("\(error)")
+            failure = .storageFailure(error, path: backend.path)
         }
         if let failure {
             drain(pinned: &pinnedSlots)
@@ -470,7 +466,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
         do {
             try backend.submit(requests)
         } catch {
-            throw .storage("\(backend.path): \(error)")
+            throw .storageFailure(error, path: backend.path)
         }
     }
 
@@ -531,7 +527,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
         do {
             return try backend.reap(minimum: minimum)
         } catch {
-            throw .storage("\(backend.path): \(error)")
+            throw .storageFailure(error, path: backend.path)
         }
     }
 
@@ -584,7 +580,7 @@ public final class OffloadedExpertProvider: ExpertProvider {
             if load.key.precision == 0 && makesCopies { queueCopy(of: load.key, in: slot) }
             if let position = load.consumer { arrived.append(position) }
         }
-        if let firstFailure { throw .storage(firstFailure.description) }
+        if let firstFailure { throw .storage(firstFailure) }
         return arrived
     }
 

@@ -116,7 +116,7 @@ public enum OffloadedModel {
                             expertReads: (any StorageBackend) -> any StorageBackend = { $0 },
                             progress: ((UInt64, UInt64) -> Void)? = nil) throws(ModelError) -> (DecoderModel, OffloadedExpertProvider?) {
         guard ExpertPolicies.choices.contains(options.policy) else {
-            throw .file("unknown expert policy '\(options.policy)' (one of \(ExpertPolicies.choices.joined(separator: ", ")))")
+            throw .experts(ExpertError.invalidOption("unknown expert policy '\(options.policy)' (one of \(ExpertPolicies.choices.joined(separator: ", ")))"))
         }
         var layout: ExpertLayout?
         var provider: OffloadedExpertProvider?
@@ -138,7 +138,7 @@ public enum OffloadedModel {
             do throws(ExpertError) {
                 (fallback, layout) = try fallbackSetting(options, layout: fileLayout, path: path) ?? (nil, fileLayout)
             } catch {
-                throw .file(error.description)
+                throw .experts(error)
             }
             let slotBytes = OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize)
             let lowSlotBytes = fallback.map {
@@ -150,15 +150,15 @@ public enum OffloadedModel {
             var budget: Int
             if let b = options.expertMemory {
                 guard b >= minimum else {
-                    throw .file(ExpertError.budgetTooSmall(budget: b, minimum: minimum, expertBytes: slotBytes,
-                                                             lowCopyBytes: lowSlotBytes ?? 0).description)
+                    throw .experts(ExpertError.budgetTooSmall(budget: b, minimum: minimum, expertBytes: slotBytes,
+                                                              lowCopyBytes: lowSlotBytes ?? 0))
                 }
                 budget = b
             } else {
                 let kv = options.kvMemory ?? kvBytes(model, contextLength: options.contextLength, type: options.kvType)
                 let available = AvailableMemory.bytes() - kv - reserveBytes
                 guard available >= minimum else {
-                    throw .file(ExpertError.notEnoughMemory(available: max(available, 0), minimum: minimum).description)
+                    throw .experts(ExpertError.notEnoughMemory(available: max(available, 0), minimum: minimum))
                 }
                 budget = available
             }
@@ -201,8 +201,10 @@ public enum OffloadedModel {
                 if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
                 provider = p
                 return p
+            } catch let error as StorageError {
+                throw .experts(ExpertError.poolSetup(error))
             } catch {
-                throw .storage("cannot set up the expert pool: \(error)")
+                throw .file("cannot set up the expert pool: \(error)")
             }
         }
         return (model, provider)
@@ -221,10 +223,10 @@ public enum OffloadedModel {
     static func pathStatistics(_ records: String?, layout: ExpertLayout) throws(ModelError) -> RoutingPathPredictor {
         guard let records else { return RoutingPathPredictor(expertCount: layout.expertCount, moeLayers: layout.layers) }
         let seeded: RoutingPathPredictor
-        do { seeded = try RoutingPathPredictor(recordFile: records) } catch { throw .file("\(records): \(error)") }
+        do { seeded = try RoutingPathPredictor(recordFile: records) } catch { throw .experts(ExpertError.pathRecords(error)) }
         guard seeded.expertCount == layout.expertCount, seeded.moeLayers == layout.layers else {
-            throw .file("\(records) records another model's routing (\(seeded.expertCount) experts in MoE layers "
-                        + "\(seeded.moeLayers), not \(layout.expertCount) in \(layout.layers))")
+            throw .experts(ExpertError.pathRecordsOfAnotherModel(path: records, experts: seeded.expertCount, layers: seeded.moeLayers,
+                                                                 expectedExperts: layout.expertCount, expectedLayers: layout.layers))
         }
         return seeded
     }

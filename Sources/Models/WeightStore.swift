@@ -57,7 +57,7 @@ public final class WeightStore: @unchecked Sendable {
         do {
             buffer = try AlignedBuffer(byteCount: total)
         } catch {
-            throw .storage("cannot allocate \(total) bytes for the weights: \(error)")
+            throw .storage(error)
         }
         bufferOffsets = offsets
         // Requests of at most 8 MiB, a window of them in flight: sequential, aligned, fast.
@@ -86,8 +86,10 @@ public final class WeightStore: @unchecked Sendable {
                 done += batch.reduce(0) { $0 + UInt64($1.length) }
                 progress?(done, totalToRead)
             }
+        } catch let error as StorageError {
+            throw .storage(error)
         } catch {
-            throw .storage("\(backend.path): \(error)")
+            throw .file("\(backend.path): \(error)")
         }
     }
 

@@ -1,3 +1,5 @@
+import Models
+
 /// # Routing records (`moe-routing`, version 1)
 ///
 /// What `--record-routing FILE` writes: how a MoE model routed every token it evaluated, and
@@ -137,7 +139,7 @@ public struct RoutingPath: Sendable, Equatable {
 }
 
 /// Why a routing record could not be written or read; every case names the file.
-public enum RoutingRecordError: Error, Equatable, CustomStringConvertible {
+public enum RoutingRecordError: Error, Equatable, Sendable, CustomStringConvertible, ModelComponentError {
     case cannotCreate(path: String, reason: String)
     case cannotWrite(path: String, reason: String)
     case cannotRead(path: String, reason: String)

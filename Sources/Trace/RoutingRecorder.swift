@@ -62,7 +62,7 @@ public final class RoutingRecorder: RoutingObserver {
                 }
             }
         } catch {
-            throw .file(error.description)
+            throw .observer(error)
         }
     }
 

@@ -48,7 +48,7 @@ struct Chat: ParsableCommand {
             conversation = try Conversation(session: session, tokenizer: tokenizer, metadata: metadata,
                                             systemPrompt: system)
         } catch {
-            printError("error: \(error.description)")
+            reportError(error)
             throw ExitCode.failure
         }
         if conversation.usesFallbackTemplate {
@@ -94,7 +94,7 @@ struct Chat: ParsableCommand {
             } catch {
                 replying.store(false, ordering: .relaxed)
                 out.write(Data("\n".utf8))
-                printError("error: \(error.description)")
+                reportError(error)
                 continue
             }
             replying.store(false, ordering: .relaxed)
@@ -144,7 +144,7 @@ struct Chat: ParsableCommand {
                 sampler = Sampler(sampling.parameters)
                 printError("[" + SessionOptions.describe(report, of: saved.count, unit: "positions") + "]")
             } catch {
-                printError("error: \(error.description) (the conversation goes on as it was)")
+                reportError(error, note: " (the conversation goes on as it was)")
             }
         case "/help":
             printError("""
@@ -164,7 +164,7 @@ struct Chat: ParsableCommand {
     /// the chat goes on (the previous file stays whole).
     private func save(_ conversation: Conversation, to path: String? = nil) {
         guard let path = path ?? sessionOptions.path else { return }
-        do { try conversation.save(to: path) } catch { printError("error: \(error.description)") }
+        do { try conversation.save(to: path) } catch { reportError(error) }
     }
 }
 

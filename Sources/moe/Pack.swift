@@ -56,7 +56,7 @@ struct Pack: ParsableCommand {
             }
         } catch {
             bar?.finish()
-            printError("error: \(error.description)")
+            reportError(error)
             throw ExitCode.failure
         }
         bar?.finish()

@@ -21,7 +21,7 @@ struct SessionOptions: ParsableArguments {
         do {
             return try SessionFile.open(path: path)
         } catch {
-            printError("error: \(error.description)")
+            reportError(error)
             throw ExitCode.failure
         }
     }

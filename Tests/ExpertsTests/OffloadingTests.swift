@@ -232,7 +232,8 @@ struct OffloadingTests {
         #expect {
             _ = try scriptLogits(model, pool: Self.pool)
         } throws: { error in
-            guard let e = error as? ModelError, case let .storage(text) = e else { return false }
+            guard let e = error as? ModelError, case let .storage(storage) = e else { return false }
+            let text = storage.description
             return text.contains("tiny-qwen3moe.q8_0.gguf") || text.contains("injected") || text.contains("failed")
         }
         #expect(injecting!.pending == 0, "reads left in flight after the failure")

@@ -188,7 +188,7 @@ struct RecordingTests {
         model.routingObserver = try RoutingRecorder(path: "/dev/full", model: model, modelFile: "m", bufferBytes: 400)
         defer { model.routingObserver = nil }
         let cache = model.makeCache(capacity: 16)
-        #expect(throws: ModelError.file("writing routing record '/dev/full' failed: No space left on device")) {
+        #expect(throws: ModelError.observer(RoutingRecordError.cannotWrite(path: "/dev/full", reason: "No space left on device"))) {
             _ = try model.forward([1, 2, 3], cache: cache, logits: .last, workspace: Workspace(), pool: Self.pool)
         }
     }

@@ -50,9 +50,9 @@ extension DecoderModel {
             backend = try StorageFile.open(path: path, backend: preference)
             file = try GGUFFile.read(from: backend)
         } catch let e as GGUFError {
-            throw .file("\(path): \(e.description)")
+            throw .format(path: path, e)
         } catch let e as StorageError {
-            throw .file("\(path): \(e.description)")
+            throw .storage(e)
         } catch {
             throw .file("\(path): \(error)")
         }
