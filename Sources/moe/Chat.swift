@@ -38,7 +38,7 @@ struct Chat: ParsableCommand {
     }
 
     func run() throws {
-        let runtime = try options.load()
+        let runtime = try options.load(sampling: sampling.parameters)
         let metadata = runtime.model.weights.file.metadata
         let tokenizer = try runReporting { try runtime.makeTokenizer() }
         let saved = try sessionOptions.openSaved()
@@ -65,7 +65,7 @@ struct Chat: ParsableCommand {
         let interactive = isatty(STDIN_FILENO) == 1
         var input = LineReader(fd: STDIN_FILENO)
         let out = FileHandle.standardOutput
-        var sampler = Sampler(sampling.parameters)
+        var sampler = Sampler(runtime.configuration.sampling)
         // Pace between streamed pieces, to rehearse a slow device (the terminal tests use it
         // to have time to press Ctrl-C mid-reply).
         let pace = ProcessInfo.processInfo.environment["MOE_CHAT_PIECE_DELAY_MS"].flatMap { UInt32($0) } ?? 0

@@ -35,7 +35,7 @@ struct Generate: ParsableCommand {
             printError("error: the prompt is empty")
             throw ExitCode.failure
         }
-        let runtime = try options.load(sequences: parallel)
+        let runtime = try options.load(sequences: parallel, sampling: sampling.parameters)
         let tokenizer = try runReporting { try runtime.makeTokenizer() }
         let ids = tokenizer.encode(prompt, addBOS: tokenizer.addsBOS)
         guard !ids.isEmpty else {
@@ -49,7 +49,7 @@ struct Generate: ParsableCommand {
         }
         let saved = try sessionOptions.openSaved()
         let session = try runReporting { try runtime.makeSession(defaultKVType: saved?.layout.type) }
-        var sampler = Sampler(sampling.parameters)
+        var sampler = Sampler(runtime.configuration.sampling)
         // A saved session gives back the longest prefix of the prompt it holds (leaving the
         // last prompt token to evaluate, for its logits).
         var reused = 0
@@ -105,7 +105,7 @@ struct Generate: ParsableCommand {
         var started = clock.now
         let shared = try runReporting { try generator.prefill(ids) }
         let promptSeconds = (clock.now - started).seconds
-        let base = sampling.parameters
+        let base = runtime.configuration.sampling
         var labels: [BatchGenerator.SequenceID: Int] = [:]
         var decoders: [StreamingDecoder] = []
         var texts: [String] = []

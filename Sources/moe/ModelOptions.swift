@@ -44,8 +44,8 @@ struct ModelOptions: ParsableArguments {
     }
 
     /// What these flags ask of the runtime; `sequences`: how many decode together
-    /// (`--parallel`).
-    func configuration(sequences: Int = 1) throws -> RuntimeConfiguration {
+    /// (`--parallel`); `sampling`: the command's sampling flags, where it has them.
+    func configuration(sequences: Int = 1, sampling: SamplingParameters? = nil) throws -> RuntimeConfiguration {
         var c = RuntimeConfiguration(modelPath: try modelPath())
         c.threads = threads
         c.ioBackend = storage.ioBackend
@@ -57,13 +57,14 @@ struct ModelOptions: ParsableArguments {
         c.sequences = sequences
         c.recordRouting = recording.recordRouting
         c.statistics = offload.stats
+        if let sampling { c.sampling = sampling }
         return c
     }
 
     /// Loads the runtime the flags describe, with a progress bar, reporting errors as one
     /// line; then prints what the runtime says about how it came out.
-    func load(sequences: Int = 1) throws -> Runtime {
-        let configuration = try configuration(sequences: sequences)
+    func load(sequences: Int = 1, sampling: SamplingParameters? = nil) throws -> Runtime {
+        let configuration = try configuration(sequences: sequences, sampling: sampling)
         let path = configuration.modelPath
         let name = path.split(separator: "/").last.map(String.init) ?? path
         var bar: ProgressBar?
