@@ -13,7 +13,11 @@ public struct BenchmarkPlan: Sendable {
     public var generatedTokens = 32
     public var runs = 5
 
-    public init() {}
+    public init(promptTokens: Int = 128, generatedTokens: Int = 32, runs: Int = 5) {
+        self.promptTokens = promptTokens
+        self.generatedTokens = generatedTokens
+        self.runs = runs
+    }
 }
 
 /// The figures of a benchmark: every timed run's tokens/s, and what they ran on.

@@ -31,10 +31,7 @@ struct Bench: ParsableCommand {
         guard runs >= 1 else { throw ValidationError("-r must be ≥ 1") }
         guard parallel >= 1 else { throw ValidationError("--parallel must be ≥ 1") }
         let runtime = try options.load(sequences: parallel)
-        var plan = BenchmarkPlan()
-        plan.promptTokens = promptTokens
-        plan.generatedTokens = generatedTokens
-        plan.runs = runs
+        let plan = BenchmarkPlan(promptTokens: promptTokens, generatedTokens: generatedTokens, runs: runs)
         let result = try runReporting { try runtime.benchmark(plan) }
         let p = result.prefillMedian, d = result.decodeMedian
         let peak = result.peakResidentBytes

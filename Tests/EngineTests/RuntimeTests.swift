@@ -106,11 +106,7 @@ struct RuntimeTests {
         var c = Self.configuration("tiny-qwen3moe.q8_0")
         c.offload.expertMemory = 2 << 20
         let runtime = try Runtime.load(c)
-        var plan = BenchmarkPlan()
-        plan.promptTokens = 8
-        plan.generatedTokens = 4
-        plan.runs = 3
-        let result = try runtime.benchmark(plan)
+        let result = try runtime.benchmark(BenchmarkPlan(promptTokens: 8, generatedTokens: 4, runs: 3))
         #expect(result.prefillRates.count == 3 && result.decodeRates.count == 3)
         #expect(result.prefillRates.allSatisfy { $0 > 0 } && result.decodeRates.allSatisfy { $0 > 0 })
         #expect(result.threads == 2)
@@ -126,20 +122,14 @@ struct RuntimeTests {
         var c = Self.configuration("tiny-qwen3moe.q8_0")
         c.contextLength = 16
         let runtime = try Runtime.load(c)
-        var plan = BenchmarkPlan()
-        plan.promptTokens = 32
-        #expect(throws: RuntimeError.self) { try runtime.benchmark(plan) }
+        #expect(throws: RuntimeError.self) { try runtime.benchmark(BenchmarkPlan(promptTokens: 32)) }
     }
 
     @Test func severalSequencesBenchmarkTogether() throws {
         var c = Self.configuration("tiny-qwen3moe.q8_0")
         c.sequences = 2
         let runtime = try Runtime.load(c)
-        var plan = BenchmarkPlan()
-        plan.promptTokens = 0
-        plan.generatedTokens = 4
-        plan.runs = 1
-        let result = try runtime.benchmark(plan)
+        let result = try runtime.benchmark(BenchmarkPlan(promptTokens: 0, generatedTokens: 4, runs: 1))
         #expect(result.sequences == 2 && result.decodeRates.count == 1)
         #expect(result.weightBytesPerDecodedToken == nil)
     }
