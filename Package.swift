@@ -11,9 +11,10 @@ let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-O", "-Xcc", "-mavx2", "-Xcc",
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-O"])]
 #endif
 
+// Linux only, and no `platforms:` claim otherwise: Storage reads through io_uring and Glibc,
+// the expert pool places memory with libnuma, and neither has a macOS counterpart here.
 let package = Package(
     name: "moe",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "moe", targets: ["moe"]),
         .library(name: "GGUF", targets: ["GGUF"]),
@@ -29,10 +30,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // Thin C shim over liburing and libnuma (static inline helpers need a C home).
+        // Thin C shim over liburing and libnuma (static inline helpers need a C home); its
+        // header and source are empty off Linux.
         .target(
             name: "CSystem",
-            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]
+            linkerSettings: [
+                .linkedLibrary("uring", .when(platforms: [.linux])),
+                .linkedLibrary("numa", .when(platforms: [.linux])),
+            ]
         ),
         // No swift-system: its own C target is also named CSystem, and SwiftPM rejects two
         // targets of that name in one graph. Storage calls Glibc directly.
