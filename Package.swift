@@ -96,6 +96,8 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe", "GGUF", "Storage"]),
+        // The command's own code (`moe inspect`'s renderings), imported with @testable.
+        .testTarget(name: "moeTests", dependencies: ["TestSupport", "moe", "Experts", "GGUF", "Storage"]),
         .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
         .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Models", "Tokenizer", "GGUF", "ChatTemplate", "KV", "Storage"]),
     ]
