@@ -46,8 +46,12 @@ let package = Package(
             dependencies: ["CSystem"]
         ),
         .target(name: "GGUF", dependencies: ["Storage"]),
+        // Facts about the machine, read the same way by every part: memory available under
+        // cgroup limits, usable CPUs and their NUMA node, the process's resident memory, and
+        // a probe of the disk's read bandwidth (through Storage, the path the loader reads by).
+        .target(name: "Host", dependencies: ["CSystem", "Storage"]),
         // Quantized block formats, matrix kernels (AVX2 and portable SIMD), thread pool.
-        .target(name: "Kernels", dependencies: ["GGUF", "CPrefetch"], swiftSettings: kernelFlags),
+        .target(name: "Kernels", dependencies: ["GGUF", "CPrefetch", "Host"], swiftSettings: kernelFlags),
         // Software prefetch hint for the kernels (a builtin Swift cannot name).
         .target(name: "CPrefetch"),
         // SentencePiece and byte-level BPE tokenizers built from GGUF metadata.
@@ -60,18 +64,18 @@ let package = Package(
         .target(name: "Models", dependencies: ["KV", "Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
         // Expert offloading: layout of experts in a file (plain GGUF or pack), the NUMA-aware
         // pool, cache policies, the on-demand loader and the packer.
-        .target(name: "Experts", dependencies: ["KV", "Models", "Trace", "Kernels", "GGUF", "Storage", "CSystem"]),
+        .target(name: "Experts", dependencies: ["KV", "Models", "Trace", "Kernels", "GGUF", "Storage", "Host"]),
         // Routing records (--record-routing): the file format, its writer and reader, and the
         // recorder that watches a model route; what `moe trace` reads.
         .target(name: "Trace", dependencies: ["Models"]),
         // Sessions, sampling, the generation loop.
-        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage"]),
+        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage", "Host"]),
         // The Jinja subset that GGUF chat templates are written in.
         .target(name: "ChatTemplate"),
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace", "Host",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -90,7 +94,8 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["TestSupport", "Storage", "CSystem"]),
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
-        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage", "Host"]),
+        .testTarget(name: "HostTests", dependencies: ["TestSupport", "Host", "Storage"]),
         .testTarget(name: "TraceTests", dependencies: ["TestSupport", "Trace", "Models", "Experts", "Kernels"]),
         .testTarget(name: "KVTests", dependencies: ["TestSupport", "KV", "Models", "Engine", "Kernels"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),

@@ -41,6 +41,10 @@ public struct ExpertLayout: Sendable {
         slices[precision][layerPosition[layer]!][expert]
     }
 
+    /// Where the first expert's first matrix starts in the file: the expert data runs from
+    /// here (with other tensors between, in a plain GGUF file) to the end.
+    public var firstExpertOffset: UInt64 { slices(layer: layers[0], expert: 0)[0].fileOffset }
+
     public func hasExperts(layer: Int) -> Bool { layerPosition[layer] != nil }
 
     /// Whether `precision`'s copies are read from the file (false: made in memory).
