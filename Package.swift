@@ -11,9 +11,10 @@ let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-O", "-Xcc", "-mavx2", "-Xcc",
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-O"])]
 #endif
 
+// Linux only, and no `platforms:` claim otherwise: Storage reads through io_uring and Glibc,
+// the expert pool places memory with libnuma, and neither has a macOS counterpart here.
 let package = Package(
     name: "moe",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "moe", targets: ["moe"]),
         .library(name: "GGUF", targets: ["GGUF"]),
@@ -29,10 +30,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // Thin C shim over liburing and libnuma (static inline helpers need a C home).
+        // Thin C shim over liburing and libnuma (static inline helpers need a C home); its
+        // header and source are empty off Linux.
         .target(
             name: "CSystem",
-            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]
+            linkerSettings: [
+                .linkedLibrary("uring", .when(platforms: [.linux])),
+                .linkedLibrary("numa", .when(platforms: [.linux])),
+            ]
         ),
         // No swift-system: its own C target is also named CSystem, and SwiftPM rejects two
         // targets of that name in one graph. Storage calls Glibc directly.
@@ -41,8 +46,12 @@ let package = Package(
             dependencies: ["CSystem"]
         ),
         .target(name: "GGUF", dependencies: ["Storage"]),
+        // Facts about the machine, read the same way by every part: memory available under
+        // cgroup limits, usable CPUs and their NUMA node, the process's resident memory, and
+        // a probe of the disk's read bandwidth (through Storage, the path the loader reads by).
+        .target(name: "Host", dependencies: ["CSystem", "Storage"]),
         // Quantized block formats, matrix kernels (AVX2 and portable SIMD), thread pool.
-        .target(name: "Kernels", dependencies: ["GGUF", "CPrefetch"], swiftSettings: kernelFlags),
+        .target(name: "Kernels", dependencies: ["GGUF", "CPrefetch", "Host"], swiftSettings: kernelFlags),
         // Software prefetch hint for the kernels (a builtin Swift cannot name).
         .target(name: "CPrefetch"),
         // SentencePiece and byte-level BPE tokenizers built from GGUF metadata.
@@ -55,18 +64,18 @@ let package = Package(
         .target(name: "Models", dependencies: ["KV", "Kernels", "GGUF", "Storage"], swiftSettings: kernelFlags),
         // Expert offloading: layout of experts in a file (plain GGUF or pack), the NUMA-aware
         // pool, cache policies, the on-demand loader and the packer.
-        .target(name: "Experts", dependencies: ["KV", "Models", "Trace", "Kernels", "GGUF", "Storage", "CSystem"]),
+        .target(name: "Experts", dependencies: ["KV", "Models", "Trace", "Kernels", "GGUF", "Storage", "Host"]),
         // Routing records (--record-routing): the file format, its writer and reader, and the
         // recorder that watches a model route; what `moe trace` reads.
         .target(name: "Trace", dependencies: ["Models"]),
         // Sessions, sampling, the generation loop.
-        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Trace", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage"]),
+        .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Trace", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage", "Host"]),
         // The Jinja subset that GGUF chat templates are written in.
         .target(name: "ChatTemplate"),
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace", "Host",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -85,12 +94,15 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["TestSupport", "Storage", "CSystem"]),
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
-        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage"]),
+        .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage", "Host"]),
+        .testTarget(name: "HostTests", dependencies: ["TestSupport", "Host", "Storage"]),
         .testTarget(name: "TraceTests", dependencies: ["TestSupport", "Trace", "Models", "Experts", "Kernels"]),
         .testTarget(name: "KVTests", dependencies: ["TestSupport", "KV", "Models", "Engine", "Kernels"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "moe", "GGUF", "Storage"]),
+        // The command's own code (`moe inspect`'s renderings), imported with @testable.
+        .testTarget(name: "moeTests", dependencies: ["TestSupport", "moe", "Experts", "GGUF", "Storage"]),
         .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
         .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Experts", "Models", "Tokenizer", "GGUF", "ChatTemplate", "KV", "Storage"]),
     ]

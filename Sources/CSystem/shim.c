@@ -1,3 +1,4 @@
+#if defined(__linux__)
 #define _GNU_SOURCE
 #include "CSystem.h"
 #include <fcntl.h>
@@ -147,3 +148,5 @@ int moe_get_cpu_affinity(int *cpus, int max) {
     }
     return n;
 }
+
+#endif // __linux__

@@ -1,6 +1,7 @@
 import Experts
 import Foundation
 import GGUF
+import Host
 import KV
 import Models
 

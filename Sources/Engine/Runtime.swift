@@ -1,5 +1,6 @@
 import Experts
 import Foundation
+import Host
 import KV
 import Models
 import Tokenizer

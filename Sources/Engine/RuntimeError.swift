@@ -1,4 +1,5 @@
 import Experts
+import Host
 import KV
 import Models
 import Trace
@@ -11,7 +12,7 @@ public enum RuntimeError: Error, CustomStringConvertible {
     /// Loading or running the model.
     case model(ModelError)
     /// `--cpus` could not be applied.
-    case placement(ExpertError)
+    case placement(HostError)
     /// The routing record could not be opened or written.
     case recording(RoutingRecordError)
     /// The KV block type does not fit the model's heads.

@@ -2,31 +2,9 @@ import GGUF
 import Kernels
 import Models
 
-/// The keys and names of the packed layout that `moe pack` writes.
-///
-/// A pack is a GGUF v3 file with `general.alignment` = 4096 in which the stacked
-/// `blk.N.ffn_{gate,up,down}_exps.weight` tensors are replaced by one *bundle* per expert:
-/// an `i8` tensor of the expert's gate, up and down bytes back to back (gate at 0, up after
-/// gate, down after up), so one aligned read brings a whole expert. Bundles come after every
-/// other tensor, ordered by precision, then layer, then expert; precision 0 holds the source
-/// file's own types, later precisions are lower-precision copies of every expert. The file
-/// ends on a 4096-byte boundary, so the last bundle reads like the others.
-public enum PackFormat {
-    public static let version: UInt32 = 1
-    public static let alignment = 4096
-    /// u32: the pack format version.
-    public static let versionKey = "moe.pack.version"
-    /// [string]: one name per precision: "native" for precision 0, then ggml type names.
-    public static let precisionsKey = "moe.pack.precisions"
-    /// [u32]: the indices of the layers that have routed experts.
-    public static let layersKey = "moe.pack.layers"
-    /// [u32] per precision: ggml types of gate, up and down for each layer of `layersKey`, in order.
-    public static func typesKey(precision: Int) -> String { "moe.pack.precision.\(precision).types" }
-    /// The bundle tensor of one expert at one precision.
-    public static func bundleName(layer: Int, expert: Int, precision: Int) -> String {
-        "blk.\(layer).exps.\(precision).\(expert)"
-    }
-}
+/// The pack format's keys and names, defined in GGUF (`moe inspect` describes packs there);
+/// the alias lets Experts' files that import only this module keep naming it.
+public typealias PackFormat = GGUF.PackFormat
 
 /// Where one matrix of an expert sits in the file.
 public struct ExpertSlice: Sendable, Equatable {
@@ -62,6 +40,10 @@ public struct ExpertLayout: Sendable {
     public func slices(layer: Int, expert: Int, precision: Int = 0) -> [ExpertSlice] {
         slices[precision][layerPosition[layer]!][expert]
     }
+
+    /// Where the first expert's first matrix starts in the file: the expert data runs from
+    /// here (with other tensors between, in a plain GGUF file) to the end.
+    public var firstExpertOffset: UInt64 { slices(layer: layers[0], expert: 0)[0].fileOffset }
 
     public func hasExperts(layer: Int) -> Bool { layerPosition[layer] != nil }
 

@@ -1,4 +1,3 @@
-import CSystem
 import Storage
 
 /// A fixed number of slots, each holding one expert, in one block of memory that is
@@ -74,51 +73,3 @@ public final class ExpertPool {
         return first
     }
 }
-
-/// Which CPUs compute and which NUMA node is theirs.
-public enum ComputePlacement {
-    /// Restricts this process's threads (those created afterwards, so call it before the
-    /// thread pool exists) to `cpus`.
-    public static func restrict(to cpus: [Int]) throws(ExpertError) {
-        guard !cpus.isEmpty else { throw .invalidOption("--cpus lists no CPU") }
-        let rc = cpus.map(Int32.init).withUnsafeBufferPointer { moe_set_cpu_affinity($0.baseAddress, Int32($0.count)) }
-        guard rc == 0 else {
-            throw .invalidOption("cannot run on CPUs \(cpus.map(String.init).joined(separator: ",")): \(String(cString: strerror(-rc)))")
-        }
-    }
-
-    /// The CPUs this thread may run on.
-    public static var allowedCPUs: [Int] {
-        var cpus = [Int32](repeating: 0, count: 4096)
-        let n = cpus.withUnsafeMutableBufferPointer { moe_get_cpu_affinity($0.baseAddress, Int32($0.count)) }
-        return n > 0 ? cpus.prefix(Int(min(n, 4096))).map(Int.init) : []
-    }
-
-    /// The NUMA node of the first allowed CPU: where the compute threads run, so where the
-    /// pool should live. nil when libnuma reports no NUMA support.
-    public static var computeNode: Int? {
-        guard moe_numa_available() >= 0, let cpu = allowedCPUs.first else { return nil }
-        let node = moe_numa_node_of_cpu(Int32(cpu))
-        return node >= 0 ? Int(node) : nil
-    }
-
-    /// Parses "0-3,6,8-9".
-    public static func parseCPUList(_ text: String) throws(ExpertError) -> [Int] {
-        var out: [Int] = []
-        for part in text.split(separator: ",") {
-            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
-            guard bounds.count <= 2, let lo = Int(bounds[0].trimmingCharacters(in: .whitespaces)), lo >= 0,
-                  let hi = bounds.count == 2 ? Int(bounds[1].trimmingCharacters(in: .whitespaces)) : lo, hi >= lo, hi < 4096 else {
-                throw .invalidOption("cannot read CPU list '\(text)' (expected e.g. 0-3,6)")
-            }
-            out += Array(lo...hi)
-        }
-        guard !out.isEmpty else { throw .invalidOption("cannot read CPU list '\(text)' (expected e.g. 0-3,6)") }
-        return Array(Set(out)).sorted()
-    }
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif
-import Foundation

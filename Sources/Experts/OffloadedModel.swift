@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import Host
 import KV
 import Models
 import Storage
@@ -198,7 +199,7 @@ public enum OffloadedModel {
                                                     fallback: fallback)
                 p.prefetch = options.prefetch
                 p.pathPredictor = pathPredictor
-                if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
+                if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, from: layout.firstExpertOffset) }
                 provider = p
                 return p
             } catch let error as StorageError {
@@ -268,104 +269,5 @@ public enum OffloadedModel {
         let fits = type.fits(keyHeadSize: hp.keyLength, valueHeadSize: hp.valueLength)
         let layout = model.kvLayout(type: fits ? type : .f16)
         return (layout.blocks(forPositions: positions) + 1) * layout.blockBytes
-    }
-}
-
-/// Memory this process may still use: the smaller of the system's MemAvailable and the
-/// room left under the cgroup's memory.max (which counts page cache too).
-public enum AvailableMemory {
-    public static func bytes() -> Int {
-        var best = Int.max
-        if let meminfo = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) {
-            for line in meminfo.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-                let parts = line.split(separator: " ")
-                if parts.count >= 2, let kb = Int(parts[1]) { best = min(best, kb * 1024) }
-            }
-        }
-        if let (limit, current) = cgroupMemory() { best = min(best, max(limit - current, 0)) }
-        return best == Int.max ? 0 : best
-    }
-
-    /// The tightest memory limit over this process's cgroup and its ancestors, and the usage
-    /// charged against it (cgroup v2's memory.max/memory.current, or v1's
-    /// memory.limit_in_bytes/memory.usage_in_bytes); nil when no limit is set.
-    /// `root` and `membership` stand for /sys/fs/cgroup and /proc/self/cgroup (tests pass a
-    /// made-up tree).
-    static func cgroupMemory(root: String = "/sys/fs/cgroup", membership: String? = nil) -> (Int, Int)? {
-        guard let cgroup = membership ?? (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) else { return nil }
-        var best: (limit: Int, usage: Int)?
-        func consider(_ limit: Int?, _ usage: Int?) {
-            // v1 reports "no limit" as a number near Int64.max.
-            guard let limit, let usage, limit < 1 << 60 else { return }
-            if best == nil || limit - usage < best!.limit - best!.usage { best = (limit, usage) }
-        }
-        for line in cgroup.split(separator: "\n") {
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3 else { continue }
-            if fields[0] == "0" && fields[1].isEmpty {
-                // v2: the group and every ancestor may set memory.max.
-                var dir = root + (fields[2] == "/" ? "" : fields[2])
-                while true {
-                    consider(readNumber(dir + "/memory.max"), readNumber(dir + "/memory.current"))
-                    guard dir != root, let slash = dir.lastIndex(of: "/") else { break }
-                    dir = String(dir[..<slash])
-                }
-            } else if fields[1].split(separator: ",").contains("memory") {
-                let dir = root + "/memory" + (fields[2] == "/" ? "" : fields[2])
-                let usage = readNumber(dir + "/memory.usage_in_bytes")
-                consider(readNumber(dir + "/memory.limit_in_bytes"), usage)
-                // The limit of the nearest limited ancestor.
-                if let stat = try? String(contentsOfFile: dir + "/memory.stat", encoding: .utf8) {
-                    for l in stat.split(separator: "\n") where l.hasPrefix("hierarchical_memory_limit ") {
-                        consider(Int(l.split(separator: " ")[1]), usage)
-                    }
-                }
-            }
-        }
-        return best.map { ($0.limit, $0.usage) }
-    }
-
-    private static func readNumber(_ path: String) -> Int? {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-    }
-}
-
-/// A short measurement of the device's read bandwidth on the model file itself: 1 MiB
-/// O_DIRECT reads at random places in the expert data, 16 in flight (what the loader does
-/// at its best), 256 MiB in all.
-enum DiskProbe {
-    static func sequentialBandwidth(_ backend: any StorageBackend, layout: ExpertLayout) -> Double? {
-        let size = 1 << 20, depth = 16, total = 256
-        guard backend.pending == 0, let buffer = try? AlignedBuffer(byteCount: size * depth) else { return nil }
-        let first = layout.slices(layer: layout.layers[0], expert: 0)[0].fileOffset & ~UInt64(4095)
-        guard backend.fileSize > first + UInt64(size) else { return nil }
-        let span = (backend.fileSize - first - UInt64(size)) / UInt64(size)
-        var rng = SystemRandomNumberGenerator()
-        func request(_ i: Int) -> ReadRequest {
-            let block = span > 0 ? UInt64.random(in: 0..<span, using: &rng) : 0
-            return ReadRequest(offset: first + block * UInt64(size), length: size,
-                               destination: buffer.baseAddress + (i % depth) * size, tag: UInt64(i % depth))
-        }
-        let start = ContinuousClock.now
-        do {
-            try backend.submit((0..<depth).map(request))
-            var issued = depth, done = 0
-            while done < total {
-                let completions = try backend.reap(minimum: 1)
-                if completions.contains(where: { $0.error != nil }) { _ = try? backend.reap(minimum: backend.pending); return nil }
-                done += completions.count
-                let more = min(completions.count, total - issued)
-                if more > 0 {
-                    try backend.submit(completions.prefix(more).map { request(Int($0.tag)) })
-                    issued += more
-                }
-            }
-        } catch {
-            while backend.pending > 0, (try? backend.reap(minimum: 1)) != nil {}
-            return nil
-        }
-        let seconds = (ContinuousClock.now - start).seconds
-        return seconds > 0 ? Double(size * total) / seconds : nil
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Host
 import Synchronization
 
 /// A fixed set of worker threads for data-parallel loops with very low dispatch latency.
@@ -19,63 +20,9 @@ import Synchronization
 /// body, or concurrently from another thread) does not deadlock: it runs all its iterations
 /// serially on the calling thread.
 public final class ThreadPool: @unchecked Sendable {
-    /// The number of CPUs this process may run on: the affinity mask (sched_getaffinity),
-    /// further limited by a cgroup v2 CPU quota (`cpu.max`) when one is set.
-    public static var defaultThreadCount: Int {
-        var count = 0
-        #if os(Linux)
-        // The affinity mask as the kernel reports it (sched_getaffinity needs _GNU_SOURCE,
-        // which Swift's Glibc module does not define): "Cpus_allowed:\tff,ffffffff".
-        if let status = readSmallFile("/proc/self/status") {
-            for line in status.split(separator: "\n") where line.hasPrefix("Cpus_allowed:") {
-                count = line.dropFirst("Cpus_allowed:".count).reduce(0) { sum, ch in
-                    sum + (ch.hexDigitValue ?? 0).nonzeroBitCount
-                }
-            }
-        }
-        if let quota = cgroupCPUQuota(), quota > 0 {
-            count = count > 0 ? min(count, quota) : quota
-        }
-        #endif
-        if count <= 0 {
-            count = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        }
-        return max(1, count)
-    }
-
-    /// Reads cgroup v2 `cpu.max` ("quota period" or "max period") for this process's cgroup.
-    static func cgroupCPUQuota() -> Int? {
-        #if os(Linux)
-        var path = "/sys/fs/cgroup/cpu.max"
-        if let text = readSmallFile("/proc/self/cgroup") {
-            // v2 line: "0::/some/path"
-            for line in text.split(separator: "\n") where line.hasPrefix("0::") {
-                let rel = line.dropFirst(3)
-                if rel != "/" && !rel.isEmpty {
-                    let candidate = "/sys/fs/cgroup" + rel + "/cpu.max"
-                    if access(candidate, R_OK) == 0 { path = candidate }
-                }
-            }
-        }
-        guard let text = readSmallFile(path) else { return nil }
-        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
-        guard parts.count >= 2, parts[0] != "max", let quota = Double(parts[0]), let period = Double(parts[1]),
-              quota > 0, period > 0 else { return nil }
-        return max(1, Int((quota / period).rounded(.up)))
-        #else
-        return nil
-        #endif
-    }
-
-    private static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 16384)
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, 16384) }
-        guard n > 0 else { return nil }
-        return String(decoding: bytes[0..<n], as: UTF8.self)
-    }
+    /// The number of CPUs this process may run on (`ComputePlacement.usableCPUCount`: its
+    /// affinity mask and cgroup CPU quota).
+    public static var defaultThreadCount: Int { ComputePlacement.usableCPUCount }
 
     /// Threads that run loop iterations, the calling thread included.
     public let threadCount: Int

@@ -3,6 +3,7 @@ import ChatTemplate
 import Engine
 import Experts
 import GGUF
+import Host
 import KV
 import Kernels
 import Models
@@ -25,6 +26,7 @@ extension ChatTemplateError: ReportedError {}
 extension ConversationError: ReportedError {}
 extension ExpertError: ReportedError {}
 extension GGUFError: ReportedError {}
+extension HostError: ReportedError {}
 extension KernelError: ReportedError {}
 extension KVError: ReportedError {}
 extension LogProbabilityFileError: ReportedError {}

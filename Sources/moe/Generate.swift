@@ -3,6 +3,7 @@ import Engine
 import Experts
 import Foundation
 import GGUF
+import Host
 import Models
 import Tokenizer
 

@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import Host
 import Kernels
 import Models
 import Storage
@@ -308,7 +309,7 @@ struct OffloadingTests {
         #expect(throws: StorageError.self) { _ = try ExpertPool(slotBytes: 4096, slotCount: 2, numaNode: 4095) }
     }
 
-    @Test("byte counts and CPU lists parse as the flags document")
+    @Test("byte counts parse as the flags document")
     func parsing() throws {
         #expect(parseByteCount("800M") == 800 << 20)
         #expect(parseByteCount("1.5G") == 3 << 29)
@@ -317,8 +318,5 @@ struct OffloadingTests {
         #expect(parseByteCount("2GB") == 2 << 30)
         #expect(parseByteCount("lots") == nil)
         #expect(parseByteCount("-1M") == nil)
-        #expect(try ComputePlacement.parseCPUList("0-2,5") == [0, 1, 2, 5])
-        #expect(throws: ExpertError.self) { _ = try ComputePlacement.parseCPUList("3-1") }
-        #expect(throws: ExpertError.self) { _ = try ComputePlacement.parseCPUList("x") }
     }
 }

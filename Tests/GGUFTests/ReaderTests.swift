@@ -14,11 +14,9 @@ struct ReaderTests {
         for t in file.tensors {
             #expect(t.absoluteOffset + t.byteCount <= file.fileSize)
         }
-        // Described without error, in both renderings.
+        // Described without error (its renderings are `moe inspect`'s: moeTests).
         let d = ModelDescription(file)
-        #expect(!d.text().isEmpty)
-        let json = try JSONSerialization.jsonObject(with: Data(d.json().utf8)) as? [String: Any]
-        #expect(json?["tensors"] as? [Any] != nil)
+        #expect(d.tensors.count == file.tensors.count)
     }
 
     @Test("both backends parse identically", arguments: [StorageBackendPreference.ioUring, .pread])
@@ -125,17 +123,5 @@ struct ReaderTests {
         #expect(GGMLType.q4_0.byteCount(elements: 33) == nil)
         #expect(GGMLType.q4_0.byteCount(elements: 64) == 36)
         for t in GGMLType.allCases { #expect(GGMLType(name: t.name) == t) }
-    }
-
-    @Test("JSON description is valid JSON with the expert layout")
-    func jsonDescription() throws {
-        let f = try GGUFFile.open(path: Shared.model("tiny-mixtral.q4_0.gguf"))
-        let obj = try #require(JSONSerialization.jsonObject(with: Data(ModelDescription(f).json().utf8)) as? [String: Any])
-        #expect(obj["architecture"] as? String == "llama")
-        let experts = try #require(obj["experts"] as? [String: Any])
-        #expect(experts["expert_count"] as? Int == 8)
-        #expect((experts["layers"] as? [Any])?.count == 3)
-        let hp = try #require(obj["hyperparameters"] as? [String: Any])
-        #expect(hp["llama.expert_used_count"] as? Int == 2)
     }
 }

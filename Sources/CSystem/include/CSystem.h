@@ -1,7 +1,11 @@
 // Thin C shim over liburing and libnuma. liburing's helpers are static inline
 // functions and macros; the wrappers below give Swift stable, non-macro entry points.
+// Linux only (as swift-nio's CNIOLinux): elsewhere the module is empty, so a wrong
+// platform fails at the Swift call sites rather than inside a system header.
 #ifndef MOE_CSYSTEM_H
 #define MOE_CSYSTEM_H
+
+#if defined(__linux__)
 
 #include <stdint.h>
 #include <stddef.h>
@@ -57,5 +61,7 @@ void *moe_numa_alloc_onnode(size_t size, int node);
 void moe_numa_free(void *start, size_t size);
 /// Node holding the page at addr (after it has been touched), or -errno.
 int moe_numa_node_of_address(void *addr);
+
+#endif // __linux__
 
 #endif

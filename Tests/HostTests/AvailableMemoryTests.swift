@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
-@testable import Experts
+@testable import Host
 
 /// The automatic budget's view of cgroup limits, on made-up cgroup trees.
 @Suite("Available memory")
