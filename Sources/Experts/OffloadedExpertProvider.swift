@@ -113,9 +113,39 @@ public final class OffloadedExpertProvider: ExpertProvider {
         reader.beginPass()
     }
 
-    public var wantsPrediction: ExpertPrediction { readAhead.wantsPrediction }
+    /// Step size of the online correction of read-ahead predictions (`GateCorrection`; 0: the
+    /// plain cross-layer gate).
+    public var gateLearningRate: Float {
+        get { readAhead.gate.learningRate }
+        set { readAhead.gate.learningRate = newValue }
+    }
 
-    public func hint(_ prediction: GatePrediction) {
+    public func observe(_ observation: LayerObservation) -> GatePrediction? {
+        let l = observation.layer
+        switch observation.stage {
+        case .beforeAttention:
+            guard prefetch == .near, let layer = observation.moeLayer(l) else { return nil }
+            hint(readAhead.gate.predict(layer, from: observation, distance: 0))
+            return nil
+        case .beforeFeedForward:
+            readAhead.gate.learn(from: observation)
+            // Predict the coming layers' experts so their reads overlap this layer's expert
+            // compute (and the layers between); the next layer's also for a routing observer.
+            let depth = max(readAhead.depth, observation.recordsPrediction ? 1 : 0)
+            var next: GatePrediction?
+            for ahead in (l + 1)..<min(l + 1 + depth, observation.layerCount) {
+                guard let layer = observation.moeLayer(ahead) else { continue }
+                let predicted = readAhead.gate.predict(layer, from: observation, distance: ahead - l)
+                if readAhead.depth > 0 { hint(predicted) }
+                if ahead == l + 1 { next = predicted }
+            }
+            return next
+        }
+    }
+
+    /// What the cross-layer gate predicts for `prediction.layer`: kept to read when this
+    /// layer's own reads are in (with `near`, read at once).
+    func hint(_ prediction: GatePrediction) {
         guard readAhead.store(prediction) else { return }
         if prefetch == .near {
             // The layer is about to run: read now, behind nothing.

@@ -160,7 +160,6 @@ public enum OffloadedModel {
             var learningRate = options.gateLearningRate
             let learningBytes = predictionCorrectionBytes(layout, hidden: model.hidden, options: options)
             if let left = expertBudget.taking(learningBytes, from: budget) { budget = left } else { learningRate = 0 }
-            model.gateLearningRate = options.prefetch == .none ? 0 : learningRate
             // With fallback, a share of the budget holds low-precision copies (at least a
             // token's worth of each class).
             let classes = expertBudget.slotClasses(budget: budget, fallbackShare: options.fallbackShare)
@@ -179,6 +178,7 @@ public enum OffloadedModel {
                 let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage,
                                                     fallback: fallback)
                 p.prefetch = options.prefetch
+                p.gateLearningRate = options.prefetch == .none ? 0 : learningRate
                 p.pathPredictor = pathPredictor
                 if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, layout: layout) }
                 provider = p

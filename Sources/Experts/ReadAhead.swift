@@ -1,8 +1,9 @@
 import Foundation
 import Models
 
-/// The read-ahead side of the offloader: which predictions are waiting to be read, which
-/// candidates to read for them and how many, the prefetched experts no layer has used yet,
+/// The read-ahead side of the offloader: the cross-layer gate that predicts coming layers'
+/// experts, how far ahead, which predictions are waiting to be read, which candidates to
+/// read for them and how many, the prefetched experts no layer has used yet,
 /// and the timing of the forward pass that steers the adaptive look-ahead. It decides what
 /// to read; the provider claims the slots and the reader reads.
 final class ReadAhead {
@@ -15,6 +16,8 @@ final class ReadAhead {
     var pathWeight: Float = 0.2
     /// How far ahead and how wide `--prefetch adaptive` reads.
     private(set) var lookahead = AdaptiveLookahead()
+    /// What predicts the experts to read.
+    let gate = CrossLayerGate()
 
     private let layout: ExpertLayout
     private let slotCount: Int
@@ -80,12 +83,13 @@ final class ReadAhead {
 
     func exitLayer() { pass.lastExit = .now }
 
-    var wantsPrediction: ExpertPrediction {
+    /// Layers ahead of the current one whose experts to predict before its feed-forward (0
+    /// with `near`, which predicts each layer before its own attention).
+    var depth: Int {
         switch mode {
-        case .none: return .none
-        case .gate: return .ahead(depth: 1)
-        case .adaptive, .path: return .ahead(depth: lookahead.depth)
-        case .near: return .sameLayer
+        case .none, .near: return 0
+        case .gate: return 1
+        case .adaptive, .path: return lookahead.depth
         }
     }
 

@@ -100,7 +100,7 @@ struct ModelOptions: ParsableArguments {
             printError("experts: \(pool.classCounts[0]) of \(provider.layout.layers.count * provider.layout.expertCount) "
                        + "(\(formatBytes(pool.slotBytes)) each)\(fallback) fit in \(formatBytes(pool.totalBytes)) (\(where_)), "
                        + "policy \(type(of: provider.policy).name), prefetch \(settings.options.prefetch.rawValue)"
-                       + (model.gateLearningRate > 0 ? String(format: " (learning rate %g)", model.gateLearningRate) : "") + ", "
+                       + (provider.gateLearningRate > 0 ? String(format: " (learning rate %g)", provider.gateLearningRate) : "") + ", "
                        + (provider.layout.isPacked ? "packed file" : "plain GGUF"))
         }
         return model
