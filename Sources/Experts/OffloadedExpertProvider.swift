@@ -25,6 +25,10 @@ import Storage
 /// been selected more often than the copy the policy would evict (Fate's popularity-aware
 /// choice). Such a copy is used only while resident; without one a missing expert is read
 /// at full precision.
+///
+/// This type orchestrates; the state lives in parts: `SlotTable` (what each slot holds and
+/// what holds it), `ExpertReader` (reads in flight, the file's version), `ReadAhead` (the
+/// cross-layer gate, waiting predictions, prefetches not yet used) and `MemoryCopies`.
 public final class OffloadedExpertProvider: ExpertProvider {
     public let layout: ExpertLayout
     public let pool: ExpertPool
