@@ -70,7 +70,7 @@ public final class Runtime {
         }
         if let provider {
             if c.statistics || c.offload.expertMemory == nil {
-                notes.append(expertSummary(provider, prefetch: options.prefetch, learningRate: model.gateLearningRate))
+                notes.append(expertSummary(provider, prefetch: options.prefetch, learningRate: provider.gateLearningRate))
             }
         } else if options.decision == .always && !model.hyperParameters.isMoE {
             notes.append("note: \(c.modelPath) has no routed experts; --expert-memory is ignored")

@@ -22,6 +22,10 @@ public enum ExpertError: Error, Equatable, Sendable, CustomStringConvertible, Mo
     case fallbackTypeIsNative(GGMLType, path: String)
     /// The model's expert matrices have a type that cannot be expanded to make a copy from.
     case fallbackSourceUnsupported(GGMLType, matrix: String)
+    /// The file has no routed experts to offload.
+    case noRoutedExperts(path: String)
+    /// A pack's metadata or bundles are not what the packer writes.
+    case invalidPack(path: String, problem: String)
     /// The pool's memory could not be allocated or placed.
     case poolSetup(StorageError)
     /// Every slot is held by reads in flight for other layers.
@@ -63,6 +67,10 @@ public enum ExpertError: Error, Equatable, Sendable, CustomStringConvertible, Mo
         case let .fallbackSourceUnsupported(type, matrix):
             return "cannot make low-precision copies of \(matrix): its type \(type.name) cannot be expanded; "
                 + "make a pack with them instead (moe pack --low-precision)"
+        case let .noRoutedExperts(path):
+            return "\(path) has no routed experts"
+        case let .invalidPack(path, problem):
+            return "\(path): \(problem)"
         case let .poolSetup(e):
             return "cannot set up the expert pool: \(e.description)"
         case let .noFreeSlot(layer, slots):

@@ -103,29 +103,29 @@ public struct ExpertLayout: Sendable {
 
     /// Describes `file`'s experts, checking shapes, types and bounds.
     public init(file: GGUFFile, hyperParameters hp: HyperParameters) throws(ModelError) {
-        guard hp.isMoE else { throw .file("\(file.path) has no routed experts") }
+        guard hp.isMoE else { throw .experts(ExpertError.noRoutedExperts(path: file.path)) }
         expertCount = hp.expertCount
         expertsPerToken = hp.expertUsedCount
         let h = hp.embeddingLength, f = hp.expertFeedForwardLength
         let shapes = [(rows: f, columns: h), (rows: f, columns: h), (rows: h, columns: f)]
         if let value = file.metadata[PackFormat.versionKey] {
             guard case let .uint32(v) = value else {
-                throw .file("\(file.path): \(PackFormat.versionKey) must be a u32, not \(value)")
+                throw .experts(ExpertError.invalidPack(path: file.path, problem: "\(PackFormat.versionKey) must be a u32, not \(value)"))
             }
             guard v == PackFormat.version else {
-                throw .file("\(file.path): pack format version \(v) is not supported (this build reads \(PackFormat.version))")
+                throw .experts(ExpertError.invalidPack(path: file.path, problem: "pack format version \(v) is not supported (this build reads \(PackFormat.version))"))
             }
             isPacked = true
             guard let names = file.metadata[PackFormat.precisionsKey]?.array?.strings, !names.isEmpty else {
-                throw .file("\(file.path): pack without \(PackFormat.precisionsKey)")
+                throw .experts(ExpertError.invalidPack(path: file.path, problem: "pack without \(PackFormat.precisionsKey)"))
             }
             precisions = names.map(\.string)
             guard Set(precisions).count == precisions.count else {
-                throw .file("\(file.path): \(PackFormat.precisionsKey) names a precision twice")
+                throw .experts(ExpertError.invalidPack(path: file.path, problem: "\(PackFormat.precisionsKey) names a precision twice"))
             }
             guard let ls = file.metadata[PackFormat.layersKey]?.array?.integers, !ls.isEmpty,
                   ls.allSatisfy({ $0 >= 0 && $0 < hp.blockCount }), Set(ls).count == ls.count else {
-                throw .file("\(file.path): pack has a missing or invalid \(PackFormat.layersKey)")
+                throw .experts(ExpertError.invalidPack(path: file.path, problem: "pack has a missing or invalid \(PackFormat.layersKey)"))
             }
             layers = ls.map { Int($0) }
             var all: [[[[ExpertSlice]]]] = []
@@ -133,7 +133,7 @@ public struct ExpertLayout: Sendable {
             for p in precisions.indices {
                 let key = PackFormat.typesKey(precision: p)
                 guard let codes = file.metadata[key]?.array?.integers, codes.count == 3 * layers.count else {
-                    throw .file("\(file.path): pack has a missing or invalid \(key)")
+                    throw .experts(ExpertError.invalidPack(path: file.path, problem: "pack has a missing or invalid \(key)"))
                 }
                 var perLayer: [[[ExpertSlice]]] = []
                 for (i, layer) in layers.enumerated() {
@@ -141,7 +141,7 @@ public struct ExpertLayout: Sendable {
                     for k in 0..<3 {
                         guard let code = UInt32(exactly: codes[3 * i + k]), let type = GGMLType(rawValue: code),
                               MatMul.supports(type), shapes[k].columns % type.blockSize == 0 else {
-                            throw .file("\(file.path): \(key) names an unusable type for layer \(layer)")
+                            throw .experts(ExpertError.invalidPack(path: file.path, problem: "\(key) names an unusable type for layer \(layer)"))
                         }
                         types.append(type)
                     }
@@ -155,7 +155,7 @@ public struct ExpertLayout: Sendable {
                             throw .wrongShape(tensor: name, expected: [total], actual: t.dimensions.map { Int($0) })
                         }
                         guard t.absoluteOffset % UInt64(PackFormat.alignment) == 0 else {
-                            throw .file("\(file.path): bundle \(name) is not \(PackFormat.alignment)-byte aligned")
+                            throw .experts(ExpertError.invalidPack(path: file.path, problem: "bundle \(name) is not \(PackFormat.alignment)-byte aligned"))
                         }
                         tensorNames.insert(name)
                         var offset = t.absoluteOffset

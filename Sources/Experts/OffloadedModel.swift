@@ -142,47 +142,28 @@ public enum OffloadedModel {
                 throw .experts(error)
             }
             let slotBytes = OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize)
-            let lowSlotBytes = fallback.map {
-                OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize, precision: $0.precision)
-            }
-            let perClass = OffloadedExpertProvider.minimumSlots(layout)
-            let minimum = perClass * (slotBytes + (lowSlotBytes ?? 0))
-            let allExperts = layout.layers.count * layout.expertCount
+            let expertBudget = ExpertBudget(
+                slotBytes: slotBytes,
+                lowSlotBytes: fallback.map { OffloadedExpertProvider.slotBytes(layout, fileSize: storage.fileSize, precision: $0.precision) },
+                minimumSlots: OffloadedExpertProvider.minimumSlots(layout), expertCount: layout.layers.count * layout.expertCount)
             var budget: Int
-            if let b = options.expertMemory {
-                guard b >= minimum else {
-                    throw .experts(ExpertError.budgetTooSmall(budget: b, minimum: minimum, expertBytes: slotBytes,
-                                                              lowCopyBytes: lowSlotBytes ?? 0))
+            do throws(ExpertError) {
+                budget = try expertBudget.budget(requested: options.expertMemory) {
+                    let kv = options.kvMemory ?? kvBytes(model, contextLength: options.contextLength, type: options.kvType)
+                    return AvailableMemory.bytes() - kv - reserveBytes
                 }
-                budget = b
-            } else {
-                let kv = options.kvMemory ?? kvBytes(model, contextLength: options.contextLength, type: options.kvType)
-                let available = AvailableMemory.bytes() - kv - reserveBytes
-                guard available >= minimum else {
-                    throw .experts(ExpertError.notEnoughMemory(available: max(available, 0), minimum: minimum))
-                }
-                budget = available
+            } catch {
+                throw .experts(error)
             }
             // The read-ahead corrections' maps (a router's worth of floats per MoE layer and
             // prediction distance) come out of the budget when it has room for them above
             // its minimum; otherwise predictions stay uncorrected.
             var learningRate = options.gateLearningRate
             let learningBytes = predictionCorrectionBytes(layout, hidden: model.hidden, options: options)
-            if budget - learningBytes >= minimum { budget -= learningBytes } else { learningRate = 0 }
-            model.gateLearningRate = options.prefetch == .none ? 0 : learningRate
+            if let left = expertBudget.taking(learningBytes, from: budget) { budget = left } else { learningRate = 0 }
             // With fallback, a share of the budget holds low-precision copies (at least a
             // token's worth of each class).
-            var classes: [(bytes: Int, count: Int)]
-            if let lowSlotBytes {
-                let share = min(max(options.fallbackShare, 0), 1)
-                var low = max(Int(Double(budget) * share) / lowSlotBytes, perClass)
-                var native = max((budget - low * lowSlotBytes) / slotBytes, perClass)
-                native = min(native, allExperts)
-                low = min(max((budget - native * slotBytes) / lowSlotBytes, perClass), allExperts)
-                classes = [(slotBytes, native), (lowSlotBytes, low)]
-            } else {
-                classes = [(slotBytes, min(budget / slotBytes, allExperts))]
-            }
+            let classes = expertBudget.slotClasses(budget: budget, fallbackShare: options.fallbackShare)
             let slots = classes.reduce(0) { $0 + $1.count }
             let node = options.numaNode ?? ComputePlacement.computeNode
             var context = PolicyContext(capacity: slots, layerCount: model.hyperParameters.blockCount,
@@ -198,6 +179,7 @@ public enum OffloadedModel {
                 let p = try OffloadedExpertProvider(layout: layout, pool: pool, policy: policy, backend: storage,
                                                     fallback: fallback)
                 p.prefetch = options.prefetch
+                p.gateLearningRate = options.prefetch == .none ? 0 : learningRate
                 p.pathPredictor = pathPredictor
                 if options.measureDisk { p.stats.diskBandwidth = DiskProbe.sequentialBandwidth(storage, from: layout.firstExpertOffset) }
                 provider = p
@@ -264,10 +246,10 @@ public enum OffloadedModel {
     /// session's pool keeps for copy-on-write (`DecoderModel.makeCache`).
     static func kvBytes(_ model: DecoderModel, contextLength: Int?, type: KVType = .f16) -> Int {
         let hp = model.hyperParameters
-        let positions = min(contextLength ?? min(hp.contextLength, 4096), hp.contextLength)
+        let positions = model.contextLength(asked: contextLength)
         // A type that does not fit is refused when the session's pool is made; reserve F16 meanwhile.
         let fits = type.fits(keyHeadSize: hp.keyLength, valueHeadSize: hp.valueLength)
         let layout = model.kvLayout(type: fits ? type : .f16)
-        return (layout.blocks(forPositions: positions) + 1) * layout.blockBytes
+        return model.kvBlocks(layout, positions: positions) * layout.blockBytes
     }
 }

@@ -46,21 +46,17 @@ public final class DecoderModel: @unchecked Sendable {
     /// resident provider, or an offloading one.
     public var experts: ExpertProvider?
     /// Told how every MoE layer routes each batch (routing records); nil: nobody watches,
-    /// and no prediction is computed unless the expert provider wants one.
+    /// and no prediction is computed unless the expert provider makes one.
     public var routingObserver: (any RoutingObserver)?
-    /// Step size of every MoE layer's online correction of read-ahead predictions
-    /// (`GateCorrection`; 0: none).
-    public var gateLearningRate: Float {
-        get {
-            for layer in layers { if case let .experts(moe) = layer.feedForward { return moe.gateCorrection.rate } }
-            return 0
-        }
-        set {
-            for layer in layers { if case let .experts(moe) = layer.feedForward { moe.gateCorrection.rate = newValue } }
-        }
-    }
     public var vocabularySize: Int { hyperParameters.vocabularySize }
     public var hidden: Int { hyperParameters.embeddingLength }
+
+    /// The routing parts of layer `l` (read-only), nil when it is not a MoE layer or there is none.
+    public func moeLayerView(_ l: Int) -> MoELayerView? {
+        guard l >= 0, l < layers.count, case let .experts(moe) = layers[l].feedForward else { return nil }
+        return MoELayerView(layer: l, norm: layers[l].feedForwardNorm, router: moe.router, expertCount: moe.expertCount,
+                            expertsPerToken: moe.expertsPerToken, epsilon: hyperParameters.rmsEpsilon)
+    }
 
     /// Token embedding, final norm and output projection are common to every architecture;
     /// a missing `output.weight` means it is tied to the token embedding.
@@ -172,16 +168,15 @@ public final class DecoderModel: @unchecked Sendable {
             }
         }
 
-        let prediction = experts?.wantsPrediction ?? .none
         observer?.beginBatch(tokens: allTokens, positions: positions)
         // The cross-layer gate's prediction for the layer about to run, made at the layer
         // before (kept only for the observer).
         var carried: GatePrediction?
         for (l, layer) in layers.enumerated() {
-            if prediction == .sameLayer, case let .experts(moe) = layer.feedForward {
-                let predicted = moe.predict(x, tokens: n, hidden: h, norm: layer.feedForwardNorm,
-                                            epsilon: hyperParameters.rmsEpsilon, distance: 0, workspace: workspace, pool: pool)
-                experts?.hint(predicted)
+            if let experts, case .experts = layer.feedForward {
+                _ = experts.observe(LayerObservation(stage: .beforeAttention, layer: l, tokens: n, hidden: h, hiddenState: x,
+                                                     feedForwardInput: nil, recordsPrediction: false, workspace: workspace,
+                                                     pool: pool, model: self))
             }
             for i in 0..<n {
                 VectorMath.rmsNorm(x + i * h, weight: layer.attentionNorm, count: h,
@@ -202,18 +197,14 @@ public final class DecoderModel: @unchecked Sendable {
                 ffn.forward(normed, tokens: n, workspace: workspace, pool: pool, out: blockOut)
             case let .experts(moe):
                 guard let experts else { throw .file("MoE layer \(l) has no expert provider") }
-                // Predict the coming layers' experts from this layer's hidden state, so their
-                // reads overlap this layer's expert compute (and the layers between); the next
-                // layer's prediction is also what a routing observer records.
-                var depth = observer != nil ? 1 : 0
-                if case let .ahead(d) = prediction { depth = max(d, depth) }
-                for ahead in (l + 1)..<min(l + 1 + depth, layers.count) {
-                    guard case let .experts(next) = layers[ahead].feedForward else { continue }
-                    let predicted = next.predict(x, tokens: n, hidden: h, norm: layers[ahead].feedForwardNorm,
-                                                 epsilon: hyperParameters.rmsEpsilon, distance: ahead - l,
-                                                 workspace: workspace, pool: pool)
-                    if case .ahead = prediction { experts.hint(predicted) }
-                    if observer != nil && ahead == l + 1 { carried = predicted }
+                // The provider may read ahead from this point; a routing observer records the
+                // next layer's prediction it made here, or else the plain cross-layer gate's.
+                let next = experts.observe(LayerObservation(stage: .beforeFeedForward, layer: l, tokens: n, hidden: h,
+                                                            hiddenState: x, feedForwardInput: normed,
+                                                            recordsPrediction: observer != nil, workspace: workspace,
+                                                            pool: pool, model: self))
+                if observer != nil {
+                    carried = next ?? moeLayerView(l + 1)?.predict(x, tokens: n, hidden: h, workspace: workspace, pool: pool)
                 }
                 let routes = try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,
                                              pool: pool, out: blockOut)

@@ -31,33 +31,17 @@ public protocol ExpertProvider: AnyObject {
     /// the batch (statistics and prefetch use it).
     func beginBatch(tokens: Int)
 
-    /// Which prediction of upcoming experts the provider reads ahead on; the model computes
-    /// it and passes it to `hint`.
-    var wantsPrediction: ExpertPrediction { get }
-
-    /// What the cross-layer gate predicts for `prediction.layer` (every token's top k and
-    /// probabilities); the provider ranks the candidates (`prediction.ranked`, or mixed with
-    /// statistics of its own) and reads ahead as it sees fit.
-    func hint(_ prediction: GatePrediction)
-}
-
-/// When the model predicts a MoE layer's experts for the provider.
-public enum ExpertPrediction: Sendable, Equatable {
-    case none
-    /// At layer L, before its experts run: layers L+1 ... L+depth, each by its own norm and
-    /// router applied to layer L's hidden state (Fate's cross-layer gate; depth > 1 looks
-    /// further ahead, for reads that take longer than one layer computes). The hints come
-    /// before layer L's `withExperts`.
-    case ahead(depth: Int)
-    /// At the start of layer L, before its attention: its own norm and router on its input.
-    /// Closer to what the router will see, with less time to read.
-    case sameLayer
+    /// The model at MoE layer `observation.layer`, before its attention and again before its
+    /// feed-forward: the provider may predict coming layers' experts from it (and read them
+    /// ahead) or learn from what the router is about to see. Returns the prediction it made
+    /// of the next layer's experts before this feed-forward, when it made one (a routing
+    /// observer records it); nil otherwise.
+    func observe(_ observation: LayerObservation) -> GatePrediction?
 }
 
 extension ExpertProvider {
     public func beginBatch(tokens: Int) {}
-    public var wantsPrediction: ExpertPrediction { .none }
-    public func hint(_ prediction: GatePrediction) {}
+    public func observe(_ observation: LayerObservation) -> GatePrediction? { nil }
 }
 
 /// Every expert already in memory (the whole file was read): one group, no waiting.

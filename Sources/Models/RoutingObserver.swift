@@ -49,9 +49,10 @@ public struct GatePrediction: Sendable, Equatable {
 /// Watches a model route its tokens (routing records, online statistics). Set it as
 /// `DecoderModel.routingObserver`; for every forward pass the model calls `beginBatch`, then
 /// `didRoute` once per MoE layer in layer order, then `endBatch` (not called when the pass
-/// fails part way). With an observer the model also runs the cross-layer gate for every
-/// MoE layer whose previous layer is MoE (one router matmul per layer), whether or not the
-/// expert provider asked for predictions; it never changes the results.
+/// fails part way). With an observer, every MoE layer whose previous layer is MoE gets the
+/// cross-layer gate's prediction: the one the expert provider made at its observation point
+/// (corrected, when read-ahead learns), or else the plain gate's, which the model then
+/// computes (one router matmul per layer); it never changes the results.
 public protocol RoutingObserver: AnyObject {
     /// The batch about to run: token ids and each one's position in its own sequence. A
     /// batch of several sequences (`DecoderModel.forward(_:workspace:pool:)`) lists them

@@ -23,15 +23,15 @@ struct PathPrefetchTests {
             path.observe(layer: layers[1], experts: [1, 5])
         }
         provider.pathPredictor = path
-        let mixed = provider.ranking(prediction, current: layers[0], experts: [2, 3])
+        let mixed = provider.readAhead.ranking(prediction, current: layers[0], experts: [2, 3])
         #expect(Array(mixed.prefix(2)).sorted() == [1, 5], "\(mixed)")
         #expect(mixed.count == n, "one token ranks every expert, so more than k can be read")
         // The gate alone: its order, every expert.
-        provider.pathWeight = 0
-        #expect(Array(provider.ranking(prediction, current: layers[0], experts: [2, 3]).prefix(2)) == [0, 1])
+        provider.readAhead.pathWeight = 0
+        #expect(Array(provider.readAhead.ranking(prediction, current: layers[0], experts: [2, 3]).prefix(2)) == [0, 1])
         // Statistics only apply to the layer right after the current one.
-        provider.pathWeight = 0.2
-        #expect(Array(provider.ranking(prediction, current: layers[1], experts: [2, 3]).prefix(2)) == [0, 1])
+        provider.readAhead.pathWeight = 0.2
+        #expect(Array(provider.readAhead.ranking(prediction, current: layers[1], experts: [2, 3]).prefix(2)) == [0, 1])
     }
 
     @Test("the statistics learn while decoding, and logits stay those of the resident run")

@@ -6,24 +6,60 @@ import Testing
 import TestSupport
 import Trace
 
+/// What a provider may predict at each observation point (the offloader's read-ahead modes).
+enum SpyPrediction: CustomStringConvertible {
+    /// Before a layer's feed-forward, the next `depth` layers from its hidden state.
+    case ahead(depth: Int)
+    /// Before a layer's attention, that layer from its input.
+    case sameLayer
+
+    var description: String {
+        switch self {
+        case let .ahead(depth): return "ahead \(depth)"
+        case .sameLayer: return "same layer"
+        }
+    }
+}
+
 /// Serves another provider's experts and notes what each batch's layers asked for and the
-/// hints they were given.
+/// predictions it made from the model's observation points.
 final class SpyProvider: ExpertProvider {
     let inner: ExpertProvider
-    let wantsPrediction: ExpertPrediction
+    let prediction: SpyPrediction
     private var batch = -1
     /// (batch, layer) → the experts the layer asked for, in the order it named them.
     var requests: [[Int]: [Int]] = [:]
     var hints: [[Int]: [Int]] = [:]
 
-    init(_ inner: ExpertProvider, prediction: ExpertPrediction) {
+    init(_ inner: ExpertProvider, prediction: SpyPrediction) {
         self.inner = inner
-        wantsPrediction = prediction
+        self.prediction = prediction
     }
 
     func beginBatch(tokens: Int) { batch += 1 }
 
-    func hint(_ prediction: GatePrediction) { hints[[batch, prediction.layer]] = prediction.ranked }
+    func observe(_ o: LayerObservation) -> GatePrediction? {
+        func predict(_ layer: Int) -> GatePrediction? {
+            guard let view = o.moeLayer(layer) else { return nil }
+            let p = view.predict(o.hiddenState, tokens: o.tokens, hidden: o.hidden, workspace: o.workspace, pool: o.pool)
+            hints[[batch, layer]] = p.ranked
+            return p
+        }
+        switch (prediction, o.stage) {
+        case (.sameLayer, .beforeAttention):
+            _ = predict(o.layer)
+            return nil
+        case let (.ahead(depth), .beforeFeedForward):
+            var next: GatePrediction?
+            for ahead in (o.layer + 1)..<min(o.layer + 1 + depth, o.layerCount) {
+                let p = predict(ahead)
+                if ahead == o.layer + 1 { next = p }
+            }
+            return next
+        default:
+            return nil
+        }
+    }
 
     func withExperts(layer: Int, experts: [Int], importance: [Float],
                      compute: ([Int], [ExpertWeights]) throws(ModelError) -> Void) throws(ModelError) {
@@ -76,7 +112,7 @@ struct RecordingTests {
         #expect(recorded.tokens == plain.tokens)
         #expect(recorded.logits.map(\.bitPattern) == plain.logits.map(\.bitPattern))
         // And with a provider that asks for either prediction as well.
-        for prediction in [ExpertPrediction.ahead(depth: 1), .ahead(depth: 2), .sameLayer] {
+        for prediction in [SpyPrediction.ahead(depth: 1), .ahead(depth: 2), .sameLayer] {
             let spied = try DecoderModel.load(path: sharedModel(name))
             spied.experts = SpyProvider(spied.experts!, prediction: prediction)
             let again = try record(spied, to: dir.path("r2.jsonl"), modelFile: name)

@@ -16,8 +16,6 @@ public struct MixtureOfExperts: @unchecked Sendable {
     public let shared: FeedForward?
     /// `blk.N.ffn_gate_inp_shexp.weight`: one row; sigmoid(row·x) scales the shared expert.
     public let sharedGate: UnsafePointer<Float>?
-    /// Learns, while running, what the cross-layer gate's prediction of this layer misses.
-    public let gateCorrection: GateCorrection
 
     public init(_ w: WeightStore, layer: Int, _ hp: HyperParameters, normalizeWeights: Bool,
                 sharedExpert: Bool = false) throws(ModelError) {
@@ -29,7 +27,6 @@ public struct MixtureOfExperts: @unchecked Sendable {
         width = hp.expertFeedForwardLength
         self.normalizeWeights = normalizeWeights
         weightScale = hp.expertWeightsScale
-        gateCorrection = GateCorrection(experts: hp.expertCount, hidden: h)
         if sharedExpert {
             let sharedWidth = hp.sharedExpertFeedForwardLength > 0 ? hp.sharedExpertFeedForwardLength : hp.feedForwardLength
             shared = try FeedForward(w, layer: layer, hidden: h, width: sharedWidth, suffix: "_shexp")
@@ -46,12 +43,12 @@ public struct MixtureOfExperts: @unchecked Sendable {
         public var weights: [Float]
     }
 
-    /// Puts the `expertsPerToken` most probable experts of `p` first in `order`, most probable
-    /// first, ties to the lower id (a partial selection sort: k is small, 2–8).
+    /// Puts the `k` most probable of `expertCount` experts of `p` first in `order`, most
+    /// probable first, ties to the lower id (a partial selection sort: k is small, 2–8).
     @inline(__always)
-    private func selectTop(_ p: UnsafePointer<Float>, _ order: inout [Int]) {
+    static func selectTop(_ p: UnsafePointer<Float>, expertCount: Int, k: Int, _ order: inout [Int]) {
         for i in 0..<expertCount { order[i] = i }
-        for s in 0..<expertsPerToken {
+        for s in 0..<k {
             var best = s
             for i in (s + 1)..<expertCount where p[order[i]] > p[order[best]] { best = i }
             order.swapAt(s, best)
@@ -63,14 +60,13 @@ public struct MixtureOfExperts: @unchecked Sendable {
     func route(_ x: UnsafePointer<Float>, tokens: Int, workspace: Workspace, pool: ThreadPool) -> [Route] {
         let logits = workspace.floats(Slot.routerLogits, count: tokens * expertCount)
         MatMul.multiply(router, input: x, tokens: tokens, output: logits, pool: pool)
-        gateCorrection.learn(actual: logits, tokens: tokens)
         var routes: [Route] = []
         routes.reserveCapacity(tokens)
         var order = [Int](repeating: 0, count: expertCount)
         for t in 0..<tokens {
             let p = logits + t * expertCount
             VectorMath.softmax(p, count: expertCount)
-            selectTop(p, &order)
+            Self.selectTop(p, expertCount: expertCount, k: expertsPerToken, &order)
             let experts = Array(order[0..<expertsPerToken])
             var weights = experts.map { p[$0] }
             if normalizeWeights {
@@ -84,34 +80,6 @@ public struct MixtureOfExperts: @unchecked Sendable {
             routes.append(Route(experts: experts, weights: weights))
         }
         return routes
-    }
-
-    /// Fate's cross-layer gate: this layer's router applied to an earlier layer's hidden
-    /// state `x` (tokens × hidden, before this layer's norm, which is applied here with
-    /// `norm`), predicting which experts this layer will select, token by token.
-    /// `distance`: how many layers before this one `x` comes from (0: this layer's own input,
-    /// before its attention); the online correction keeps what it learns per distance.
-    func predict(_ x: UnsafePointer<Float>, tokens: Int, hidden: Int, norm: UnsafePointer<Float>, epsilon: Float,
-                 distance: Int, workspace: Workspace, pool: ThreadPool) -> GatePrediction {
-        let normed = workspace.floats(Slot.predictionInput, count: tokens * hidden)
-        for t in 0..<tokens {
-            VectorMath.rmsNorm(x + t * hidden, weight: norm, count: hidden, epsilon: epsilon, into: normed + t * hidden)
-        }
-        let logits = workspace.floats(Slot.predictionLogits, count: tokens * expertCount)
-        MatMul.multiply(router, input: normed, tokens: tokens, output: logits, pool: pool)
-        gateCorrection.apply(input: normed, tokens: tokens, logits: logits, distance: distance)
-        var experts: [Int] = []
-        experts.reserveCapacity(tokens * expertsPerToken)
-        var order = [Int](repeating: 0, count: expertCount)
-        for t in 0..<tokens {
-            let p = logits + t * expertCount
-            VectorMath.softmax(p, count: expertCount)
-            selectTop(p, &order)  // the router's own selection
-            experts += order[0..<expertsPerToken]
-        }
-        let probabilities = Array(UnsafeBufferPointer(start: logits, count: tokens * expertCount))
-        return GatePrediction(layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
-                              experts: experts, probabilities: probabilities)
     }
 
     /// Computes the layer for `tokens` tokens of normalized input `x`, writing `out`

@@ -1,3 +1,5 @@
+import Models
+
 /// An online correction of the predictions of one MoE layer's experts.
 ///
 /// Fate's cross-layer gate applies this layer's norm and router to an earlier layer's hidden
@@ -82,6 +84,14 @@ public final class GateCorrection: @unchecked Sendable {
         }
         map.pending = true
         map.logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: logits, count: experts) }
+    }
+
+    /// Whether some distance's last prediction waits for its token to be routed.
+    var isPending: Bool { maps.contains { $0?.pending == true } }
+
+    /// The layer routed a batch: its tokens were not the ones predicted alone, nothing to learn.
+    func forgetPending() {
+        for case let map? in maps { map.pending = false }
     }
 
     /// Learns from the router's logits (before softmax) for `tokens` tokens: one step for

@@ -1,5 +1,5 @@
 import Testing
-@testable import Models
+@testable import Experts
 
 /// The online correction of read-ahead predictions, on a synthetic router whose prediction
 /// misses by a fixed linear map plus a bias (what lies between two layers, to first order).
