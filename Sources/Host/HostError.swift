@@ -9,7 +9,7 @@ public enum HostError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .noCPUs: return "--cpus lists no CPU"
+        case .noCPUs: return "no CPU to run on"
         case let .unreadableCPUList(text): return "cannot read CPU list '\(text)' (expected e.g. 0-3,6)"
         case let .affinityRefused(cpus, reason):
             return "cannot run on CPUs \(cpus.map(String.init).joined(separator: ",")): \(reason)"
