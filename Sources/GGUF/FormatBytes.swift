@@ -6,10 +6,11 @@ public func formatBytes(_ b: UInt64) -> String {
     var v = Double(b)
     var i = 0
     while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
-    return i == 0 ? "\(b) B" : "\(format2(v)) \(units[i])"
+    return i == 0 ? "\(b) B" : "\(formatTwoDecimals(v)) \(units[i])"
 }
 
-private func format2(_ v: Double) -> String {
+/// `v` rounded to two decimals and written with both ("1.50"), as sizes and counts show.
+public func formatTwoDecimals(_ v: Double) -> String {
     let r = (v * 100).rounded() / 100
     var s = "\(r)"
     if let dot = s.firstIndex(of: ".") {

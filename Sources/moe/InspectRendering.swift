@@ -207,22 +207,12 @@ extension ModelDescription {
 }
 
 private func formatCount(_ n: UInt64) -> String {
-    if n >= 1_000_000_000 { return "\(format2(Double(n) / 1e9)) B" }
-    if n >= 1_000_000 { return "\(format2(Double(n) / 1e6)) M" }
-    if n >= 1_000 { return "\(format2(Double(n) / 1e3)) K" }
+    if n >= 1_000_000_000 { return "\(formatTwoDecimals(Double(n) / 1e9)) B" }
+    if n >= 1_000_000 { return "\(formatTwoDecimals(Double(n) / 1e6)) M" }
+    if n >= 1_000 { return "\(formatTwoDecimals(Double(n) / 1e3)) K" }
     return "\(n)"
 }
 
-/// Two decimals, rounded as GGUF's `formatBytes` rounds.
-private func format2(_ v: Double) -> String {
-    let r = (v * 100).rounded() / 100
-    var s = "\(r)"
-    if let dot = s.firstIndex(of: ".") {
-        let decimals = s.distance(from: dot, to: s.endIndex) - 1
-        if decimals < 2 { s += String(repeating: "0", count: 2 - decimals) }
-    }
-    return s
-}
 
 private func format1(_ v: Double) -> String { "\((v * 10).rounded() / 10)" }
 
