@@ -120,23 +120,13 @@ public final class Runtime {
         guard c.kvIsGiven || c.statistics || type != .f16 else {
             return Session(model: model, contextLength: positions, threads: c.threads)
         }
-        do { try model.checkKVType(type) } catch { throw .kvTypeDoesNotFit(type, error) }
-        let layout = model.kvLayout(type: type)
+        let layout = try kvLayout(type)
         if let memory = c.kvMemory {
             guard memory >= layout.blockBytes, positions <= layout.positions(fittingIn: memory) else {
                 throw .kvMemoryTooSmall(layout: layout, memory: memory, context: positions)
             }
         }
-        let pool: KVBlockPool
-        do {
-            if let memory = c.kvMemory {
-                pool = try model.makeKVPool(memoryBytes: memory, type: type)
-            } else {
-                pool = try model.makeKVPool(positions: positions, type: type)
-            }
-        } catch {
-            throw .kvMemory(error)
-        }
+        let pool = try kvPool(layout, positions: positions, sequences: 1)
         log(Self.kvSummary(layout, pool: pool, memoryGiven: c.kvMemory != nil, context: positions))
         return Session(model: model, contextLength: positions, threads: c.threads, kvPool: pool)
     }
@@ -155,21 +145,30 @@ public final class Runtime {
         let c = configuration
         let type = c.kvType ?? .f16
         let positions = contextLength()
-        do { try model.checkKVType(type) } catch { throw .kvTypeDoesNotFit(type, error) }
-        let layout = model.kvLayout(type: type)
-        let pool: KVBlockPool
-        if let memory = c.kvMemory {
-            do { pool = try model.makeKVPool(memoryBytes: memory, type: type) } catch { throw .kvMemory(error) }
-        } else {
-            pool = KVBlockPool(layout: layout, blocks: model.kvBlocks(layout, positions: positions, sequences: c.sequences),
-                               owner: ObjectIdentifier(model))
-        }
+        let layout = try kvLayout(type)
+        let pool = try kvPool(layout, positions: positions, sequences: c.sequences)
         if c.kvIsGiven || c.statistics {
             log("kv: \(layout.type.rawValue), \(layout.bytesPerPosition) bytes per token; pool of \(formatBytes(pool.bytes)) "
                 + "(\(c.kvMemory != nil ? "--kv-memory" : "sized for \(c.sequences) contexts")) for \(c.sequences) sequences "
                 + "of up to \(positions) tokens")
         }
         return (pool, positions)
+    }
+
+    /// The block layout of `type` for this model; a type its heads do not fit is an error.
+    private func kvLayout(_ type: KVType) throws(RuntimeError) -> KVLayout {
+        do { try model.checkKVType(type) } catch { throw .kvTypeDoesNotFit(type, error) }
+        return model.kvLayout(type: type)
+    }
+
+    /// A KV pool of `layout` blocks: the configuration's memory, else sized for `sequences`
+    /// sequences of `positions` (`DecoderModel.kvBlocks`).
+    private func kvPool(_ layout: KVLayout, positions: Int, sequences: Int) throws(RuntimeError) -> KVBlockPool {
+        if let memory = configuration.kvMemory {
+            do { return try model.makeKVPool(memoryBytes: memory, type: layout.type) } catch { throw .kvMemory(error) }
+        }
+        return KVBlockPool(layout: layout, blocks: model.kvBlocks(layout, positions: positions, sequences: sequences),
+                           owner: ObjectIdentifier(model))
     }
 
     /// The line a session's KV pool is reported with: bytes per position and the largest

@@ -29,15 +29,15 @@ final class CrossLayerGate {
     }
 
     /// Before the observed layer's feed-forward: its correction learns from the logits its
-    /// router is about to compute, when its last prediction was of this single token.
+    /// router computed, when its last prediction was of this single token.
     func learn(from observation: LayerObservation) {
         let o = observation
         guard o.layer < corrections.count, let correction = corrections[o.layer], correction.isPending else { return }
-        guard o.tokens == 1, let input = o.feedForwardInput, let layer = o.moeLayer(o.layer) else {
+        guard o.tokens == 1, let logits = o.routerLogits else {
             correction.forgetPending()
             return
         }
-        correction.learn(actual: layer.routerLogits(input, tokens: 1, workspace: o.workspace, pool: o.pool), tokens: 1)
+        correction.learn(actual: logits, tokens: 1)
     }
 
     private func correction(_ layer: MoELayerView, hidden: Int) -> GateCorrection {

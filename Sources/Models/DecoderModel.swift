@@ -175,7 +175,7 @@ public final class DecoderModel: @unchecked Sendable {
         for (l, layer) in layers.enumerated() {
             if let experts, case .experts = layer.feedForward {
                 _ = experts.observe(LayerObservation(stage: .beforeAttention, layer: l, tokens: n, hidden: h, hiddenState: x,
-                                                     feedForwardInput: nil, recordsPrediction: false, workspace: workspace,
+                                                     routerLogits: nil, recordsPrediction: false, workspace: workspace,
                                                      pool: pool, model: self))
             }
             for i in 0..<n {
@@ -197,16 +197,18 @@ public final class DecoderModel: @unchecked Sendable {
                 ffn.forward(normed, tokens: n, workspace: workspace, pool: pool, out: blockOut)
             case let .experts(moe):
                 guard let experts else { throw .file("MoE layer \(l) has no expert provider") }
-                // The provider may read ahead from this point; a routing observer records the
-                // next layer's prediction it made here, or else the plain cross-layer gate's.
+                // The provider may read ahead from this point (and learn from the router's
+                // logits); a routing observer records the next layer's prediction it made
+                // here, or else the plain cross-layer gate's.
+                let logits = moe.routerLogits(normed, tokens: n, workspace: workspace, pool: pool)
                 let next = experts.observe(LayerObservation(stage: .beforeFeedForward, layer: l, tokens: n, hidden: h,
-                                                            hiddenState: x, feedForwardInput: normed,
+                                                            hiddenState: x, routerLogits: logits,
                                                             recordsPrediction: observer != nil, workspace: workspace,
                                                             pool: pool, model: self))
                 if observer != nil {
                     carried = next ?? moeLayerView(l + 1)?.predict(x, tokens: n, hidden: h, workspace: workspace, pool: pool)
                 }
-                let routes = try moe.forward(normed, tokens: n, hidden: h, provider: experts, workspace: workspace,
+                let routes = try moe.forward(normed, routerLogits: logits, tokens: n, hidden: h, provider: experts, workspace: workspace,
                                              pool: pool, out: blockOut)
                 observer?.didRoute(layer: l, routes: routes, prediction: predictedHere)
             }

@@ -38,15 +38,6 @@ public struct MoELayerView: @unchecked Sendable {
         return GatePrediction(layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
                               experts: experts, probabilities: probabilities)
     }
-
-    /// The router's logits (before softmax, tokens × expertCount) for the layer's own
-    /// feed-forward input `input`: what its routing computes. Valid until the layer routes.
-    public func routerLogits(_ input: UnsafePointer<Float>, tokens: Int, workspace: Workspace,
-                             pool: ThreadPool) -> UnsafePointer<Float> {
-        let logits = workspace.floats(Slot.routerLogits, count: tokens * expertCount)
-        MatMul.multiply(router, input: input, tokens: tokens, output: logits, pool: pool)
-        return UnsafePointer(logits)
-    }
 }
 
 /// The model at one point of a forward pass, offered to the expert provider: the hidden
@@ -66,9 +57,9 @@ public struct LayerObservation {
     public let hidden: Int
     /// tokens × hidden: the residual stream at this point.
     public let hiddenState: UnsafePointer<Float>
-    /// Before the feed-forward: its input (the hidden state after the layer's norm), which
-    /// the router is about to route; nil before attention.
-    public let feedForwardInput: UnsafePointer<Float>?
+    /// Before the feed-forward: the logits (tokens × expertCount, before softmax) the layer's
+    /// router computed for its input, about to be routed; nil before attention.
+    public let routerLogits: UnsafePointer<Float>?
     /// Whether a routing observer records the prediction of the next layer made here (the
     /// provider returns it from `observe` when it makes one).
     public let recordsPrediction: Bool

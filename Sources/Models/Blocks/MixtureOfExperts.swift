@@ -55,11 +55,19 @@ public struct MixtureOfExperts: @unchecked Sendable {
         }
     }
 
-    /// Routes every token of `x` (tokens × hidden): softmax over all experts, top-k, then
-    /// optional renormalization and scaling, as llama.cpp's MoE graph does.
-    func route(_ x: UnsafePointer<Float>, tokens: Int, workspace: Workspace, pool: ThreadPool) -> [Route] {
+    /// The router's logits for every token of `x` (tokens × hidden, the layer's normalized
+    /// input): tokens × expertCount, in the workspace until the layer routes them.
+    func routerLogits(_ x: UnsafePointer<Float>, tokens: Int, workspace: Workspace,
+                      pool: ThreadPool) -> UnsafeMutablePointer<Float> {
         let logits = workspace.floats(Slot.routerLogits, count: tokens * expertCount)
         MatMul.multiply(router, input: x, tokens: tokens, output: logits, pool: pool)
+        return logits
+    }
+
+    /// Routes every token from its router logits (`routerLogits`, turned into probabilities
+    /// in place): softmax over all experts, top-k, then optional renormalization and scaling,
+    /// as llama.cpp's MoE graph does.
+    func route(logits: UnsafeMutablePointer<Float>, tokens: Int) -> [Route] {
         var routes: [Route] = []
         routes.reserveCapacity(tokens)
         var order = [Int](repeating: 0, count: expertCount)
@@ -82,15 +90,17 @@ public struct MixtureOfExperts: @unchecked Sendable {
         return routes
     }
 
-    /// Computes the layer for `tokens` tokens of normalized input `x`, writing `out`
-    /// (tokens × hidden). Experts come from `provider`, in groups as they become ready; each
+    /// Computes the layer for `tokens` tokens of normalized input `x`, whose router logits
+    /// `routerLogits` computed, writing `out` (tokens × hidden). Experts come from
+    /// `provider`, in groups as they become ready; each
     /// expert's result lands in its own rows, so the sum below does not depend on the order
     /// or grouping in which the provider delivers them.
     /// Returns the routes it took (observers of the routing get them).
     @discardableResult
-    func forward(_ x: UnsafePointer<Float>, tokens: Int, hidden: Int, provider: ExpertProvider,
-                 workspace: Workspace, pool: ThreadPool, out: UnsafeMutablePointer<Float>) throws(ModelError) -> [Route] {
-        let routes = route(x, tokens: tokens, workspace: workspace, pool: pool)
+    func forward(_ x: UnsafePointer<Float>, routerLogits logits: UnsafeMutablePointer<Float>, tokens: Int, hidden: Int,
+                 provider: ExpertProvider, workspace: Workspace, pool: ThreadPool,
+                 out: UnsafeMutablePointer<Float>) throws(ModelError) -> [Route] {
+        let routes = route(logits: logits, tokens: tokens)
 
         // Group tokens by expert so each expert's weights are streamed once per batch.
         var tokensOf: [Int: [(token: Int, weight: Float)]] = [:]
