@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // Kernels use AVX2/FMA/F16C intrinsics on x86_64 (the portable SIMD path is chosen at build
@@ -28,28 +28,39 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The server (`moe serve`): Hummingbird for HTTP/1.1 with streamed bodies (without its
+        // swift-configuration trait, which the server does not use), service-lifecycle for
+        // signals and graceful shutdown, swift-log for request lines, swift-metrics with the
+        // Prometheus exporter for `/metrics`.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Thin C shim over liburing and libnuma (static inline helpers need a C home); its
         // header and source are empty off Linux.
         .target(
-            name: "CSystem",
+            name: "CMoeLinux",
             linkerSettings: [
                 .linkedLibrary("uring", .when(platforms: [.linux])),
                 .linkedLibrary("numa", .when(platforms: [.linux])),
             ]
         ),
-        // No swift-system: its own C target is also named CSystem, and SwiftPM rejects two
-        // targets of that name in one graph. Storage calls Glibc directly.
+        // Storage calls Glibc directly rather than through swift-system (which the server's
+        // dependencies bring in, with a C target of its own named CSystem: hence this shim's
+        // name).
         .target(
             name: "Storage",
-            dependencies: ["CSystem"]
+            dependencies: ["CMoeLinux"]
         ),
         .target(name: "GGUF", dependencies: ["Storage"]),
         // Facts about the machine, read the same way by every part: memory available under
         // cgroup limits, usable CPUs and their NUMA node, the process's resident memory, and
         // a probe of the disk's read bandwidth (through Storage, the path the loader reads by).
-        .target(name: "Host", dependencies: ["CSystem", "Storage"]),
+        .target(name: "Host", dependencies: ["CMoeLinux", "Storage"]),
         // Quantized block formats, matrix kernels (AVX2 and portable SIMD), thread pool.
         .target(name: "Kernels", dependencies: ["GGUF", "CPrefetch", "Host"], swiftSettings: kernelFlags),
         // Software prefetch hint for the kernels (a builtin Swift cannot name).
@@ -70,12 +81,28 @@ let package = Package(
         .target(name: "Trace", dependencies: ["Models"]),
         // Sessions, sampling, the generation loop.
         .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Trace", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage", "Host"]),
+        // The OpenAI-compatible HTTP server: routes, request parsing and error bodies, the
+        // scheduler that drives one BatchGenerator for every client, metrics.
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "Models", "Experts", "Tokenizer", "KV", "Kernels", "GGUF", "ChatTemplate", "Host",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // The Jinja subset that GGUF chat templates are written in.
         .target(name: "ChatTemplate"),
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace", "Host",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace", "Host", "Server",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -91,7 +118,7 @@ let package = Package(
         // Where the shared reference data lives, for every test target.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GGUFTests", dependencies: ["TestSupport", "GGUF", "Storage"]),
-        .testTarget(name: "StorageTests", dependencies: ["TestSupport", "Storage", "CSystem"]),
+        .testTarget(name: "StorageTests", dependencies: ["TestSupport", "Storage", "CMoeLinux"]),
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "GGUF"], swiftSettings: kernelFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "GGUF"]),
         .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage", "Host"]),
@@ -104,6 +131,8 @@ let package = Package(
         // The command's own code (`moe inspect`'s renderings), imported with @testable.
         .testTarget(name: "moeTests", dependencies: ["TestSupport", "moe", "Experts", "GGUF", "Storage"]),
         .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
+        .testTarget(name: "ServerTests", dependencies: ["TestSupport", "Server", "moe", "Engine", "Models", "Tokenizer",
+                                                      .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Experts", "Models", "Tokenizer", "GGUF", "ChatTemplate", "KV", "Storage"]),
     ]
 )

@@ -88,6 +88,8 @@ public final class BatchGenerator {
         /// Logits to sample the next token from (after the whole input was evaluated).
         var logits: [Float]?
         var generated = 0
+        /// Sequences to fork from this one once its prompt is evaluated (`add(prompt:samplers:)`).
+        var forks: [(id: SequenceID, sampler: Sampler)] = []
 
         init(id: SequenceID, cache: KVSequence, sampler: Sampler, maxTokens: Int,
              isEndOfGeneration: @escaping (Int) -> Bool, input: [Int], logits: [Float]?) {
@@ -126,7 +128,7 @@ public final class BatchGenerator {
     }
 
     /// The sequences that have not finished, in the order they joined.
-    public var activeSequences: [SequenceID] { sequences.map(\.id) }
+    public var activeSequences: [SequenceID] { sequences.flatMap { [$0.id] + $0.forks.map(\.id) } }
     public var isEmpty: Bool { sequences.isEmpty }
 
     /// Positions sequence `id` holds, nil when it is not active.
@@ -155,18 +157,36 @@ public final class BatchGenerator {
     @discardableResult
     public func add(prompt: [Int], sampler: Sampler, maxTokens: Int,
                     isEndOfGeneration: @escaping (Int) -> Bool) throws(ModelError) -> SequenceID {
+        try add(prompt: prompt, samplers: [sampler], maxTokens: maxTokens, isEndOfGeneration: isEndOfGeneration).ids[0]
+    }
+
+    /// Adds one sequence per sampler, all continuing `prompt`: the prompt is evaluated once
+    /// (in the coming steps, with the other sequences; a prefix of it in the pool's prefix
+    /// cache is reused), then the others fork from the first, sharing its KV blocks
+    /// copy-on-write, and every one samples its first token from the prompt's logits in
+    /// the same step and generates up to `maxTokens` tokens. Returns their ids, the first
+    /// one's first, and how many prompt tokens came from the prefix cache.
+    public func add(prompt: [Int], samplers: [Sampler], maxTokens: Int,
+                    isEndOfGeneration: @escaping (Int) -> Bool) throws(ModelError) -> (ids: [SequenceID], reusedTokens: Int) {
         guard !prompt.isEmpty else { throw .emptyInput }
         precondition(maxTokens > 0, "a sequence generates at least one token")
+        precondition(!samplers.isEmpty, "add at least one sequence")
         for t in prompt where t < 0 || t >= model.vocabularySize {
             throw .tokenOutOfRange(token: t, vocabularySize: model.vocabularySize)
         }
         guard prompt.count <= contextLength else { throw .contextOverflow(needed: prompt.count, capacity: contextLength) }
         let cache = kvPool.makeSequence(capacity: contextLength)
         let reused = cache.reuseCachedPrefix(of: prompt, limit: prompt.count - 1)
-        var sampler = sampler
-        for t in prompt { sampler.accept(t) }
-        return append(Sequence(id: makeID(), cache: cache, sampler: sampler, maxTokens: maxTokens,
-                               isEndOfGeneration: isEndOfGeneration, input: Array(prompt[reused...]), logits: nil))
+        let accepting = samplers.map { sampler in
+            var sampler = sampler
+            for t in prompt { sampler.accept(t) }
+            return sampler
+        }
+        let first = Sequence(id: makeID(), cache: cache, sampler: accepting[0], maxTokens: maxTokens,
+                             isEndOfGeneration: isEndOfGeneration, input: Array(prompt[reused...]), logits: nil)
+        first.forks = accepting.dropFirst().map { (makeID(), $0) }
+        _ = append(first)
+        return ([first.id] + first.forks.map(\.id), reused)
     }
 
     /// Adds a sequence continuing `shared`: it shares the prompt's KV blocks (copied when
@@ -183,9 +203,24 @@ public final class BatchGenerator {
                                isEndOfGeneration: isEndOfGeneration, input: [], logits: shared.logits))
     }
 
-    /// Stops sequence `id` and releases its blocks (nothing when it is not active).
+    /// Stops sequence `id` and releases its blocks (nothing when it is not active). A
+    /// sequence whose prompt is still being evaluated for forks hands that work to its first
+    /// fork not cancelled too.
     public func cancel(_ id: SequenceID) {
-        sequences.removeAll { $0.id == id }
+        guard let i = sequences.firstIndex(where: { $0.id == id }) else {
+            for s in sequences { s.forks.removeAll { $0.id == id } }
+            return
+        }
+        let s = sequences[i]
+        if let heir = s.forks.first {
+            // The prompt's evaluation goes on under the first fork's id.
+            let next = Sequence(id: heir.id, cache: s.cache, sampler: heir.sampler, maxTokens: s.maxTokens,
+                                isEndOfGeneration: s.isEndOfGeneration, input: s.input, logits: s.logits)
+            next.forks = Array(s.forks.dropFirst())
+            sequences[i] = next
+        } else {
+            sequences.remove(at: i)
+        }
     }
 
     private func makeID() -> SequenceID {
@@ -221,9 +256,22 @@ public final class BatchGenerator {
         }
         if !chunks.isEmpty {
             let logits = try model.forward(chunks, workspace: workspace, pool: pool)
+            var forked: [(after: SequenceID, sequences: [Sequence])] = []
             for (i, s) in owners.enumerated() {
                 s.input.removeFirst(chunks[i].tokens.count)
-                if s.input.isEmpty { s.logits = logits[i] }
+                guard s.input.isEmpty else { continue }
+                s.logits = logits[i]
+                if !s.forks.isEmpty {
+                    forked.append((s.id, s.forks.map {
+                        Sequence(id: $0.id, cache: s.cache.fork(), sampler: $0.sampler, maxTokens: s.maxTokens,
+                                 isEndOfGeneration: s.isEndOfGeneration, input: [], logits: logits[i])
+                    }))
+                    s.forks = []
+                }
+            }
+            for f in forked {
+                let at = sequences.firstIndex { $0.id == f.after }! + 1
+                sequences.insert(contentsOf: f.sequences, at: at)
             }
         }
 

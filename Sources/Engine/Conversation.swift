@@ -9,39 +9,21 @@ import Tokenizer
 public final class Conversation {
     public let session: Session
     public let tokenizer: Tokenizer
-    public let template: ChatTemplate
+    public let prompt: ChatPrompt
+    public var template: ChatTemplate { prompt.template }
     /// True when the GGUF had no chat template and ChatML stands in.
-    public let usesFallbackTemplate: Bool
+    public var usesFallbackTemplate: Bool { prompt.usesFallbackTemplate }
     public private(set) var messages: [ChatMessage] = []
     public let systemPrompt: String?
     /// Tokens whose keys and values are in the cache, in order.
     private var cached: [Int] = []
-    /// The texts templates receive as `bos_token` and `eos_token`.
-    private let bosText: String
-    private let eosText: String
-
-    /// Used when a model file carries no `tokenizer.chat_template`.
-    public static let chatMLTemplate = """
-    {%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
-    """
 
     public init(session: Session, tokenizer: Tokenizer, metadata: GGUFMetadata,
                 systemPrompt: String? = nil) throws(ConversationError) {
         self.session = session
         self.tokenizer = tokenizer
         self.systemPrompt = systemPrompt
-        func text(_ id: Int?) -> String {
-            id.flatMap { tokenizer.tokenText($0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        }
-        bosText = text(tokenizer.bos)
-        eosText = text(tokenizer.eos)
-        let source = metadata["tokenizer.chat_template"]?.string
-        usesFallbackTemplate = source == nil
-        do {
-            template = try ChatTemplate(source ?? Self.chatMLTemplate)
-        } catch {
-            throw .template(error)
-        }
+        prompt = try ChatPrompt(tokenizer: tokenizer, metadata: metadata)
         reset()
     }
 
@@ -92,16 +74,16 @@ public final class Conversation {
                       onText: (String) -> Bool) throws(ConversationError) -> Reply {
         let original = messages
         messages.append(.user(userText))
-        let prompt: [Int], dropped: Int
+        let tokens: [Int], dropped: Int
         do {
-            (prompt, dropped) = try promptFittingContext(room: min(maxTokens, 64))
+            (tokens, dropped) = try promptFittingContext(room: min(maxTokens, 64))
         } catch {
             messages = original
             throw error
         }
         var common = 0
-        let limit = min(cached.count, prompt.count - 1, session.position)
-        while common < limit && cached[common] == prompt[common] { common += 1 }
+        let limit = min(cached.count, tokens.count - 1, session.position)
+        while common < limit && cached[common] == tokens[common] { common += 1 }
         session.rewind(to: common)
         cached = Array(cached.prefix(common))
 
@@ -111,7 +93,7 @@ public final class Conversation {
         var interrupted = false
         let stats: GenerationStats
         do {
-            stats = try session.generate(prompt: Array(prompt[common...]), maxTokens: maxTokens, sampler: &sampler,
+            stats = try session.generate(prompt: Array(tokens[common...]), maxTokens: maxTokens, sampler: &sampler,
                                          isEndOfGeneration: tokenizer.isEndOfGeneration) { id in
                 generated.append(id)
                 let piece = decoder.append(id)
@@ -131,7 +113,7 @@ public final class Conversation {
             text += rest
             _ = onText(rest)
         }
-        cached = Array((prompt + generated).prefix(session.position))
+        cached = Array((tokens + generated).prefix(session.position))
         messages.append(.assistant(text))
         return Reply(text: text, stats: stats, reusedTokens: common, droppedMessages: dropped, interrupted: interrupted)
     }
@@ -155,18 +137,7 @@ public final class Conversation {
 
     /// The conversation so far, rendered with a generation prompt, as tokens.
     func promptTokens() throws(ConversationError) -> [Int] {
-        let rendered: String
-        do {
-            rendered = try template.render(messages: messages, addGenerationPrompt: true,
-                                           bosToken: bosText, eosToken: eosText)
-        } catch {
-            throw .template(error)
-        }
-        // Templates that write the BOS text themselves must not get a second one.
-        let addBOS = tokenizer.addsBOS && (bosText.isEmpty || !rendered.hasPrefix(bosText))
-        let tokens = tokenizer.encode(rendered, addBOS: addBOS, parseSpecial: true)
-        guard !tokens.isEmpty else { throw .emptyPrompt }
-        return tokens
+        try prompt.tokens(messages)
     }
 }
 

@@ -10,8 +10,14 @@ public struct SamplingParameters: Sendable, Equatable {
     public var minP: Float = 0.05
     /// Divide positive (multiply negative) logits of recently seen tokens by this (1: off).
     public var repeatPenalty: Float = 1.0
-    /// How many recent tokens the penalty looks at.
+    /// How many recent tokens the penalties look at.
     public var repeatWindow: Int = 64
+    /// Subtracted from the logit of every token seen in the window (OpenAI's
+    /// `presence_penalty`; 0: off).
+    public var presencePenalty: Float = 0
+    /// Subtracted from a token's logit once for each time it occurs in the window (OpenAI's
+    /// `frequency_penalty`; 0: off).
+    public var frequencyPenalty: Float = 0
     public var seed: UInt64 = 0
 
     public init() {}
@@ -45,10 +51,15 @@ public struct Sampler: Sendable {
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
         let p = parameters
         var penalized: [Int: Float] = [:]
-        if p.repeatPenalty != 1 {
-            for t in Set(recent) where t < logits.count {
-                let l = logits[t]
-                penalized[t] = l > 0 ? l / p.repeatPenalty : l * p.repeatPenalty
+        if p.repeatPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 {
+            // In llama.cpp's order: the repetition penalty, then frequency and presence.
+            var counts: [Int: Int] = [:]
+            for t in recent where t >= 0 && t < logits.count { counts[t, default: 0] += 1 }
+            for (t, count) in counts {
+                var l = logits[t]
+                if p.repeatPenalty != 1 { l = l > 0 ? l / p.repeatPenalty : l * p.repeatPenalty }
+                l -= Float(count) * p.frequencyPenalty + p.presencePenalty
+                penalized[t] = l
             }
         }
         @inline(__always) func logit(_ i: Int) -> Float { penalized[i] ?? logits[i] }

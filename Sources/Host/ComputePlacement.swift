@@ -1,4 +1,4 @@
-import CSystem
+import CMoeLinux
 import Foundation
 #if canImport(Glibc)
 import Glibc

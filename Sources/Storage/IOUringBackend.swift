@@ -1,4 +1,4 @@
-import CSystem
+import CMoeLinux
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,13 +2,13 @@ import ArgumentParser
 import Storage
 
 @main
-struct MoE: ParsableCommand {
+struct MoE: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Mixture-of-Experts inference runtime for models larger than memory.",
         version: "0.1.0",
         subcommands: [Inspect.self, Tokenize.self, Logits.self, Generate.self, Chat.self, Perplexity.self, Bench.self, Pack.self,
-                      TraceCommand.self]
+                      TraceCommand.self, Serve.self]
     )
 }
 

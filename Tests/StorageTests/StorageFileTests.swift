@@ -1,4 +1,4 @@
-import CSystem
+import CMoeLinux
 import Glibc
 import Testing
 @testable import Storage

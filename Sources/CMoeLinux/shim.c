@@ -1,6 +1,6 @@
 #if defined(__linux__)
 #define _GNU_SOURCE
-#include "CSystem.h"
+#include "CMoeLinux.h"
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <errno.h>
