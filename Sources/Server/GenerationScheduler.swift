@@ -107,7 +107,8 @@ final class GenerationScheduler: @unchecked Sendable {
     /// Set when a step found the KV pool full and a job was put back in the queue: nothing
     /// new is admitted until a running job finishes.
     private var admissionBlocked = false
-    private var throughputWindow = (start: ContinuousClock.now, tokens: 0)
+    /// Tokens produced and time spent stepping since the decode rate was last published.
+    private var throughputWindow = (busy: Duration.zero, tokens: 0)
     private var expertBytesSeen: UInt64 = 0
 
     private final class Pending {
@@ -400,15 +401,16 @@ final class GenerationScheduler: @unchecked Sendable {
             return true
         }
         if !tokens.isEmpty {
+            // The rate while stepping (idle time between requests does not count), published
+            // about every half second of work.
             metrics.generatedTokens.increment(by: tokens.count)
             throughputWindow.tokens += tokens.count
-            let window = now - throughputWindow.start
-            if window >= .seconds(1) {
-                metrics.decodeTokensPerSecond.record(Double(throughputWindow.tokens) / window.seconds)
-                throughputWindow = (now, 0)
+            throughputWindow.busy += now - started
+            if throughputWindow.busy >= .milliseconds(500) || running.isEmpty {
+                metrics.decodeTokensPerSecond.record(Double(throughputWindow.tokens) / throughputWindow.busy.seconds)
+                throughputWindow = (.zero, 0)
             }
         }
-        _ = started
     }
 
     private func deliver(_ t: BatchGenerator.Token, to job: Running, choice i: Int, at now: ContinuousClock.Instant,
