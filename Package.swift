@@ -131,8 +131,11 @@ let package = Package(
         // The command's own code (`moe inspect`'s renderings), imported with @testable.
         .testTarget(name: "moeTests", dependencies: ["TestSupport", "moe", "Experts", "GGUF", "Storage"]),
         .testTarget(name: "ChatTemplateTests", dependencies: ["TestSupport", "ChatTemplate", "GGUF", "Storage"], exclude: ["Fixtures"]),
+        // Drives `moe serve` in process and as a subprocess, with curl, raw sockets and the
+        // official openai Python package (Clients/, run from the .venv tools/setup.sh makes).
         .testTarget(name: "ServerTests", dependencies: ["TestSupport", "Server", "moe", "Engine", "Models", "Tokenizer",
-                                                      .product(name: "Logging", package: "swift-log")]),
+                                                      .product(name: "Logging", package: "swift-log")],
+                    exclude: ["Clients"]),
         .testTarget(name: "EngineTests", dependencies: ["TestSupport", "Engine", "Experts", "Models", "Tokenizer", "GGUF", "ChatTemplate", "KV", "Storage"]),
     ]
 )
