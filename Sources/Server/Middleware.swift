@@ -12,7 +12,7 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
         let header = request.headers[.authorization] ?? ""
         let prefix = "Bearer "
         let given = header.hasPrefix(prefix) ? Array(header.utf8.dropFirst(prefix.utf8.count)) : []
-        guard Self.constantTimeEqual(given, key) else {
+        guard constantTimeEqual(given, key) else {
             var response = try APIError(status: .unauthorized,
                                         message: header.isEmpty ? "this server needs an API key: send 'Authorization: Bearer <key>'"
                                             : "the API key given is not the server's",
@@ -23,14 +23,15 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         return try await next(request, context)
     }
+}
 
-    static func constantTimeEqual(_ given: [UInt8], _ key: [UInt8]) -> Bool {
-        var difference = UInt8(given.count == key.count ? 0 : 1)
-        for i in 0..<key.count {
-            difference |= key[i] ^ (i < given.count ? given[i] : 0)
-        }
-        return difference == 0
+/// Whether `given` is `key`, in time that depends on the key's length only.
+func constantTimeEqual(_ given: [UInt8], _ key: [UInt8]) -> Bool {
+    var difference = UInt8(given.count == key.count ? 0 : 1)
+    for i in 0..<key.count {
+        difference |= key[i] ^ (i < given.count ? given[i] : 0)
     }
+    return difference == 0
 }
 
 /// Counts every answered request by route and status, and logs one line for each route

@@ -154,4 +154,53 @@ struct BatchGeneratorTests {
         #expect(generator.isEmpty)
         #expect(try generator.step().isEmpty)
     }
+
+    @Test("add(prompt:samplers:) evaluates the prompt once, in chunks among other sequences, then forks: each fork samples what its seed samples alone")
+    func forksOfOneEvaluation() throws {
+        let model = try DecoderModel.load(path: Shared.path("models/tiny-qwen3moe.f16.gguf"))
+        let tokens = try Self.reference("tiny-qwen3moe.f16")
+        let prompt = Array(tokens.prefix(30))
+        let generator = BatchGenerator(model: model, contextLength: 128, threads: 2, sequences: 5)
+        generator.maxBatch = 8  // the prompt takes four steps, beside another sequence decoding
+        let other = try generator.add(prompt: Array(tokens[3..<7]), sampler: Sampler(.greedy), maxTokens: 10) { _ in false }
+        var parameters = SamplingParameters()
+        parameters.temperature = 1
+        let samplers = (0..<3).map { i -> Sampler in
+            var p = parameters
+            p.seed = UInt64(7 + i)
+            return Sampler(p)
+        }
+        let (ids, reused) = try generator.add(prompt: prompt, samplers: samplers, maxTokens: 6) { _ in false }
+        #expect(reused == 0 && ids.count == 3)
+        #expect(generator.activeSequences == [other] + ids)
+        let got = try Self.drain(generator)
+        for (i, id) in ids.enumerated() {
+            var p = parameters
+            p.seed = UInt64(7 + i)
+            #expect(got[id]?.tokens == (try Self.alone(model, prompt: prompt, maxTokens: 6, parameters: p)), "fork \(i)")
+        }
+        #expect(got[other]?.tokens == (try Self.alone(model, prompt: Array(tokens[3..<7]), maxTokens: 10, parameters: .greedy)))
+        #expect(generator.kvPool.referencedBlocks == 0)
+        // The same prompt again: its full blocks come from the prefix cache.
+        let again = try generator.add(prompt: prompt, samplers: [Sampler(.greedy)], maxTokens: 1) { _ in false }
+        #expect(again.reusedTokens == 16)
+    }
+
+    @Test("cancelling the first of several forks before its prompt is evaluated hands the evaluation to the next")
+    func cancellingTheEvaluatingFork() throws {
+        let model = try DecoderModel.load(path: Shared.path("models/tiny-qwen3moe.f16.gguf"))
+        let prompt = Array(try Self.reference("tiny-qwen3moe.f16").prefix(20))
+        let generator = BatchGenerator(model: model, contextLength: 64, threads: 2, sequences: 3)
+        generator.maxBatch = 8
+        let (ids, _) = try generator.add(prompt: prompt, samplers: [Sampler(.greedy), Sampler(.greedy), Sampler(.greedy)],
+                                         maxTokens: 4) { _ in false }
+        _ = try generator.step()
+        generator.cancel(ids[0])
+        generator.cancel(ids[2])
+        #expect(generator.activeSequences == [ids[1]])
+        let got = try Self.drain(generator)
+        #expect(got[ids[1]]?.tokens == (try Self.alone(model, prompt: prompt, maxTokens: 4, parameters: .greedy)))
+        #expect(got[ids[0]] == nil && got[ids[2]] == nil)
+        #expect(generator.kvPool.referencedBlocks == 0)
+    }
 }

@@ -75,4 +75,25 @@ struct SamplerTests {
         // 3.0 / 1.5 = 2.0 < 2.9: the seen best token loses to id 5.
         #expect(logits.withUnsafeBufferPointer { s.sample($0) } == 5)
     }
+
+    @Test func presencePenaltySubtractsOnceForASeenToken() {
+        var p = SamplingParameters.greedy
+        p.presencePenalty = 0.2
+        var s = Sampler(p)
+        for _ in 0..<3 { s.accept(1) }
+        // 3.0 - 0.2 = 2.8 < 2.9, however often it was seen.
+        #expect(logits.withUnsafeBufferPointer { s.sample($0) } == 5)
+    }
+
+    @Test func frequencyPenaltyGrowsWithTheCount() {
+        var p = SamplingParameters.greedy
+        p.frequencyPenalty = 0.05
+        var once = Sampler(p)
+        once.accept(1)
+        // Once: 3.0 - 0.05 = 2.95 still beats 2.9; three times: 3.0 - 0.15 = 2.85 does not.
+        #expect(logits.withUnsafeBufferPointer { once.sample($0) } == 1)
+        var thrice = Sampler(p)
+        for _ in 0..<3 { thrice.accept(1) }
+        #expect(logits.withUnsafeBufferPointer { thrice.sample($0) } == 5)
+    }
 }

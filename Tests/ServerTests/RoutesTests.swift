@@ -186,4 +186,34 @@ struct RoutesTests {
         #expect(try await server.request("GET", "/health").status == 200)
         try await server.stop()
     }
+
+    @Test("with experts offloaded under a 2M budget, 8 concurrent streams give the resident model's greedy text; the hit rate and bytes read show in /metrics")
+    func offloadedExpertsServeTheSameText() async throws {
+        let resident = try await TestServer.start()
+        let prompts = Array(Self.prompts.prefix(8))
+        var expected: [String] = []
+        for p in prompts {
+            expected.append(try Self.completionText(try await resident.request(
+                "POST", "/v1/completions", json: ["prompt": p, "max_tokens": 16, "temperature": 0])))
+        }
+        try await resident.stop()
+        let server = try await TestServer.start(runtime: { $0.offload.expertMemory = 2 << 20 })
+        let texts = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for (i, p) in prompts.enumerated() {
+                group.addTask {
+                    let reply = try await server.request("POST", "/v1/completions",
+                                                         json: ["prompt": p, "max_tokens": 16, "temperature": 0, "stream": true])
+                    return (i, try Self.streamedTexts(reply, chat: false)[0] ?? "")
+                }
+            }
+            var all: [Int: String] = [:]
+            for try await (i, t) in group { all[i] = t }
+            return all
+        }
+        for i in prompts.indices { #expect(texts[i] == expected[i], "prompt \(i)") }
+        let hitRate = try #require(try await server.metric("moe_expert_hit_rate"))
+        #expect(hitRate > 0 && hitRate < 1)
+        #expect(try await server.metric("moe_expert_bytes_read_total").map { $0 > 0 } == true)
+        try await server.stop()
+    }
 }
