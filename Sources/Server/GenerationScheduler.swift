@@ -214,8 +214,14 @@ final class GenerationScheduler: @unchecked Sendable {
     func drain(grace: Duration) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             lock.lock()
-            if phase == .stopped {
+            // Nothing runs before the model is loaded, and loading cannot be interrupted (a
+            // file on a stalled disk): shutdown does not wait for it.
+            if phase == .stopped || phase == .loading {
+                stopRequested = true
+                let waiters = loadWaiters
+                loadWaiters = []
                 lock.unlock()
+                for w in waiters { w.resume() }
                 c.resume()
                 return
             }

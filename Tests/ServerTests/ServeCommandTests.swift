@@ -47,11 +47,18 @@ struct ServeCommandTests {
             throw HarnessError(description: "moe serve did not become ready: \(stderr)")
         }
 
+        /// Waits for the process to exit, at most 30 s (then kills it: a hang is a failure,
+        /// never a stuck test run).
         func waitForExit() async throws -> Int32 {
-            try await offPool { [process] in
-                process.waitUntilExit()
-                return process.terminationStatus
+            let deadline = ContinuousClock.now + .seconds(30)
+            while process.isRunning {
+                guard ContinuousClock.now < deadline else {
+                    kill(process.processIdentifier, SIGKILL)
+                    throw HarnessError(description: "moe serve did not exit within 30 s: \(stderr)")
+                }
+                try await Task.sleep(for: .milliseconds(10))
             }
+            return process.terminationStatus
         }
     }
 
@@ -142,5 +149,36 @@ struct ServeCommandTests {
         #expect(try await server.waitForExit() == 1)
         #expect(server.stderr.contains("error:"), "\(server.stderr)")
         #expect(server.stderr.contains("bad.gguf"), "\(server.stderr)")
+    }
+
+    @Test("while the model loads (its file a pipe no one writes yet) /health and completions say 503; SIGTERM still exits 0 at once")
+    func healthWhileLoading() async throws {
+        let dir = try TemporaryDirectory(prefix: "moe-serve-fifo")
+        defer { dir.remove() }
+        let fifo = dir.path("model.gguf")
+        try #require(mkfifo(fifo, 0o600) == 0)
+        let server = try ServeProcess(["-m", fifo])
+        defer { if server.process.isRunning { server.process.terminate() } }
+        var port = 0
+        for _ in 0..<500 where port == 0 {
+            if let range = server.stderr.range(of: "listening on http://127.0.0.1:") {
+                port = Int(server.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try #require(port != 0, "\(server.stderr)")
+        let url = "http://127.0.0.1:\(port)"
+        let health = try await offPool { try TestServer.curl(method: "GET", url: url + "/health", body: nil, headers: [:]) }
+        #expect(health.status == 503)
+        #expect(try health.error()["code"] as? String == "model_loading")
+        let completion = try await offPool {
+            try TestServer.curl(method: "POST", url: url + "/v1/completions", body: Data("{\"prompt\": \"x\"}".utf8),
+                                headers: [:])
+        }
+        #expect(completion.status == 503)
+        let signalled = ContinuousClock.now
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit() == 0)
+        #expect(ContinuousClock.now - signalled < .seconds(5))
     }
 }
