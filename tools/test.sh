@@ -7,3 +7,9 @@ cd "$(dirname "$0")/.."
 swift test "$@"
 echo "== again with the portable SIMD kernels" >&2
 swift test --scratch-path .build-portable -Xswiftc -DMOE_PORTABLE_SIMD --filter "KernelsTests|ModelsTests|KVTests" "$@"
+# The relocatable release (tools/release.sh), unpacked and run in a minimal Debian root made
+# with debootstrap: it needs root (chroot, mounts), which CI has.
+if [ "$(id -u)" -eq 0 ] && [ "${MOE_SKIP_RELEASE_TEST:-0}" != 1 ]; then
+    echo "== the release, in a minimal Debian root" >&2
+    tools/test-release.sh
+fi
