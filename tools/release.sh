@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the relocatable release for edge boxes: dist/moe-VERSION-linux-ARCH.tar.gz with
-#   moe-VERSION-linux-ARCH/bin/moe                    the Swift runtime, Foundation, liburing and
-#                                                     libnuma linked in: it needs glibc and the kernel
+#   moe-VERSION-linux-ARCH/bin/moe                    the Swift runtime, Foundation, libstdc++, liburing
+#                                                     and libnuma linked in: it needs glibc and the kernel
 #   moe-VERSION-linux-ARCH/share/moe/moe-default.q8_0.gguf   the default model (found by moe itself)
 #   moe-VERSION-linux-ARCH/README.md                  what it is and how to run it
 #   moe-VERSION-linux-ARCH/moe-serve.service          an example systemd unit with MemoryMax
@@ -27,14 +27,17 @@ libs=$scratch/static-libs
 mkdir -p "$libs"
 # The linker takes the first directory on its path that has a library, .so or .a: a folder
 # holding only the archives makes -luring and -lnuma link statically, everything else stays.
-for lib in liburing libnuma; do
-    archive=$(ls /usr/lib/*/"$lib".a /usr/lib/"$lib".a 2>/dev/null | head -1 || true)
-    [ -n "$archive" ] || { echo "release: no $lib.a (install ${lib#lib}-dev)" >&2; exit 1; }
+# libstdc++ too (the static Swift runtime asks for -lstdc++): a minimal root need not have
+# it. libgcc_s stays dynamic: it is part of every glibc system's base (Debian's libgcc-s1 is
+# required by libc6 itself).
+for lib in liburing libnuma libstdc++; do
+    archive=$(ls /usr/lib/*/"$lib".a /usr/lib/"$lib".a /usr/lib/gcc/*/*/"$lib".a 2>/dev/null | head -1 || true)
+    [ -n "$archive" ] || { echo "release: no $lib.a (install its -dev package)" >&2; exit 1; }
     cp "$archive" "$libs/"
 done
 echo "== building moe $version for $arch (release, static Swift runtime)" >&2
 swift build -c release --product moe --scratch-path "$scratch" --static-swift-stdlib "${sdk_flags[@]}" \
-    -Xlinker -L"$PWD/$libs" -Xlinker -static-libstdc++ -Xlinker -static-libgcc >&2 2>&1 | grep -v "^\[" >&2 || true
+    -Xlinker -L"$PWD/$libs" >&2 2>&1 | grep -v "^\[" >&2 || true
 binary=$(swift build -c release --product moe --scratch-path "$scratch" "${sdk_flags[@]}" --show-bin-path)/moe
 [ -x "$binary" ] || { echo "release: the build failed" >&2; exit 1; }
 
