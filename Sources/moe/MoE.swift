@@ -2,7 +2,7 @@ import ArgumentParser
 import Storage
 
 @main
-struct MoE: AsyncParsableCommand {
+struct MoE: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Mixture-of-Experts inference runtime for models larger than memory.",

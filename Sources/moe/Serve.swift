@@ -5,7 +5,10 @@ import Foundation
 import Logging
 import Server
 
-struct Serve: AsyncParsableCommand {
+/// A synchronous command like the others, so that every command's code runs on the main
+/// thread (`--cpus` sets the affinity of the thread that builds the runtime): the server's
+/// async work runs on the concurrency pool while the main thread waits for it.
+struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve the model over HTTP in the OpenAI dialect (chat and text completions, streaming), batching every client's sequences together.")
 
@@ -54,7 +57,7 @@ struct Serve: AsyncParsableCommand {
         guard apiKey == nil || apiKeyFile == nil else { throw ValidationError("give --api-key or --api-key-file, not both") }
     }
 
-    func run() async throws {
+    func run() throws {
         let runtime = try options.configuration(sequences: parallel, sampling: sampling.parameters)
         let name = alias ?? (runtime.modelPath.split(separator: "/").last.map(String.init) ?? runtime.modelPath)
         var server = ServerConfiguration(modelName: name)
@@ -80,18 +83,36 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "moe.serve")
         let modelServer = ModelServer(configuration: server, runtime: runtime, logger: logger)
         let shownHost = host
-        do {
-            try await modelServer.run { port in
-                printError("moe serve: listening on http://\(shownHost):\(port)")
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do {
+                try await modelServer.run { port in
+                    printError("moe serve: listening on http://\(shownHost):\(port)")
+                }
+            } catch let error as ServerError {
+                outcome.set("error: \(error.description)")
+            } catch {
+                outcome.set("error: \(error)")
             }
-        } catch let error as ServerError {
-            printError("error: \(error.description)")
-            throw ExitCode.failure
-        } catch {
-            printError("error: \(error)")
+            done.signal()
+        }
+        done.wait()
+        if let message = outcome.get() {
+            printError(message)
             throw ExitCode.failure
         }
     }
+
+    /// What the server's task ended with, handed to the waiting main thread.
+    private final class Outcome: @unchecked Sendable {
+        private let lock = NSLock()
+        private var message: String?
+        func set(_ m: String) { lock.withLock { message = m } }
+        func get() -> String? { lock.withLock { message } }
+    }
+
+
 
     private func readAPIKey() throws -> String? {
         if let apiKey {

@@ -187,7 +187,7 @@ struct RoutesTests {
         try await server.stop()
     }
 
-    @Test("with experts offloaded under a 2M budget, 8 concurrent streams give the resident model's greedy text; the hit rate and bytes read show in /metrics")
+    @Test("with experts offloaded under a 6M budget, 8 concurrent streams give the resident model's greedy text; the hit rate and bytes read show in /metrics")
     func offloadedExpertsServeTheSameText() async throws {
         let resident = try await TestServer.start()
         let prompts = Array(Self.prompts.prefix(8))
@@ -197,7 +197,7 @@ struct RoutesTests {
                 "POST", "/v1/completions", json: ["prompt": p, "max_tokens": 16, "temperature": 0])))
         }
         try await resident.stop()
-        let server = try await TestServer.start(runtime: { $0.offload.expertMemory = 2 << 20 })
+        let server = try await TestServer.start(runtime: { $0.offload.expertMemory = 6 << 20 })
         let texts = try await withThrowingTaskGroup(of: (Int, String).self) { group in
             for (i, p) in prompts.enumerated() {
                 group.addTask {
