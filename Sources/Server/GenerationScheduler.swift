@@ -81,6 +81,16 @@ final class GenerationScheduler: @unchecked Sendable {
         case failed(String)
         case draining
         case stopped
+
+        /// What a request gets in this phase: nil when ready, else a 503 saying why.
+        var unavailableError: APIError? {
+            switch self {
+            case .ready: return nil
+            case .loading: return .unavailable("the model is still loading", code: "model_loading")
+            case let .failed(message): return .unavailable("the model failed to load: \(message)", code: "model_failed")
+            case .draining, .stopped: return .unavailable("the server is shutting down", code: "shutting_down")
+            }
+        }
     }
 
     let configuration: SchedulerConfiguration
@@ -169,12 +179,7 @@ final class GenerationScheduler: @unchecked Sendable {
         }
         lock.lock()
         defer { lock.unlock() }
-        switch phase {
-        case .loading: throw APIError.unavailable("the model is still loading", code: "model_loading")
-        case let .failed(message): throw APIError.unavailable("the model failed to load: \(message)", code: "model_failed")
-        case .draining, .stopped: throw APIError.unavailable("the server is shutting down", code: "shutting_down")
-        case .ready: break
-        }
+        if let error = phase.unavailableError { throw error }
         guard waiting.count < configuration.queueLimit else {
             metrics.rejected.increment()
             throw APIError(status: .tooManyRequests,

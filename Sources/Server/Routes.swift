@@ -40,12 +40,8 @@ struct Routes: Sendable {
     // MARK: - Small routes
 
     private func health() throws -> Response {
-        switch scheduler.currentPhase {
-        case .ready: return json(["status": "ok"])
-        case .loading: throw APIError.unavailable("the model is still loading", code: "model_loading")
-        case let .failed(message): throw APIError.unavailable("the model failed to load: \(message)", code: "model_failed")
-        case .draining, .stopped: throw APIError.unavailable("the server is shutting down", code: "shutting_down")
-        }
+        if let error = scheduler.currentPhase.unavailableError { throw error }
+        return json(["status": "ok"])
     }
 
     private func metricsResponse() -> Response {
@@ -236,12 +232,9 @@ struct Routes: Sendable {
     // MARK: - Helpers
 
     private func loadedFacts() throws(APIError) -> GenerationScheduler.ModelFacts {
-        if let facts = scheduler.modelFacts, scheduler.currentPhase == .ready { return facts }
-        switch scheduler.currentPhase {
-        case .loading: throw .unavailable("the model is still loading", code: "model_loading")
-        case let .failed(message): throw .unavailable("the model failed to load: \(message)", code: "model_failed")
-        default: throw .unavailable("the server is shutting down", code: "shutting_down")
-        }
+        let phase = scheduler.currentPhase
+        if let facts = scheduler.modelFacts, phase == .ready { return facts }
+        throw phase.unavailableError ?? .unavailable("the model is still loading", code: "model_loading")
     }
 
     /// The whole body, at most `--max-body` bytes, within `--read-timeout`.

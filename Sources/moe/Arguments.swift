@@ -35,3 +35,11 @@ struct ExpertPolicyName: ExpressibleByArgument {
     var defaultValueDescription: String { name }
     static var allValueStrings: [String] { ExpertPolicies.choices }
 }
+
+/// A byte-count flag's value (`600M`, `1.5G`, `4096`), or a validation error naming the flag.
+func byteCountFlag(_ text: String, flag: String, example: String, allowZero: Bool = true) throws -> Int {
+    guard let bytes = parseByteCount(text), allowZero || bytes > 0 else {
+        throw ValidationError("cannot read \(flag) '\(text)' (expected e.g. \(example) or a byte count)")
+    }
+    return bytes
+}

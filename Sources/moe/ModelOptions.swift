@@ -113,10 +113,7 @@ struct KVOptions: ParsableArguments {
 
     func memoryBytes() throws -> Int? {
         guard let kvMemory else { return nil }
-        guard let bytes = parseByteCount(kvMemory), bytes > 0 else {
-            throw ValidationError("cannot read --kv-memory '\(kvMemory)' (expected e.g. 64M, 1.5G or a byte count)")
-        }
-        return bytes
+        return try byteCountFlag(kvMemory, flag: "--kv-memory", example: "64M, 1.5G", allowZero: false)
     }
 }
 
@@ -215,10 +212,7 @@ struct OffloadingOptions: ParsableArguments {
     func options() throws -> OffloadOptions {
         var o = OffloadOptions()
         if let expertMemory {
-            guard let bytes = parseByteCount(expertMemory) else {
-                throw ValidationError("cannot read --expert-memory '\(expertMemory)' (expected e.g. 600M, 1.5G or a byte count)")
-            }
-            o.expertMemory = bytes
+            o.expertMemory = try byteCountFlag(expertMemory, flag: "--expert-memory", example: "600M, 1.5G")
         }
         o.policy = policy.name
         o.prefetch = prefetch

@@ -51,10 +51,12 @@ struct Serve: ParsableCommand {
                               ("--shutdown-timeout", shutdownTimeout)] {
             guard value.isFinite && value >= 0 else { throw ValidationError("\(name) must be a number of seconds ≥ 0") }
         }
-        guard let bytes = parseByteCount(maxBody), bytes > 0 else {
-            throw ValidationError("cannot read --max-body '\(maxBody)' (expected e.g. 4M or a byte count)")
-        }
+        _ = try maxBodyBytes()
         guard apiKey == nil || apiKeyFile == nil else { throw ValidationError("give --api-key or --api-key-file, not both") }
+    }
+
+    func maxBodyBytes() throws -> Int {
+        try byteCountFlag(maxBody, flag: "--max-body", example: "4M", allowZero: false)
     }
 
     func run() throws {
@@ -67,7 +69,7 @@ struct Serve: ParsableCommand {
         server.scheduler.queueLimit = queue
         server.scheduler.queueTimeout = .milliseconds(Int64(queueTimeout * 1000))
         server.scheduler.promptChunk = promptChunk
-        server.maxBodyBytes = parseByteCount(maxBody) ?? server.maxBodyBytes
+        server.maxBodyBytes = try maxBodyBytes()
         server.readTimeout = .milliseconds(Int64(readTimeout * 1000))
         server.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         server.shutdownTimeout = .milliseconds(Int64(shutdownTimeout * 1000))

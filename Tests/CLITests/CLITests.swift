@@ -9,16 +9,7 @@ struct CLITests {
     static let shared = SharedData.root
 
     /// The built `moe` next to this test bundle.
-    static let executable: URL = {
-        var dir = Bundle.main.bundleURL
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("moe")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".build/debug/moe")
-    }()
+    static let executable = moeExecutable
 
     struct Result {
         var status: Int32

@@ -216,17 +216,6 @@ final class RawConnection: @unchecked Sendable {
     func close() { Glibc.close(fd) }
 }
 
-/// The built `moe` executable, next to the test bundle.
-let moeExecutable: URL = {
-    var dir = Bundle.main.bundleURL
-    for _ in 0..<4 {
-        let candidate = dir.appendingPathComponent("moe")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent(".build/debug/moe")
-}()
 
 /// Runs `moe` to the end; its exit status, stdout and stderr.
 func runMoe(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
