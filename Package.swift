@@ -79,6 +79,9 @@ let package = Package(
         // Routing records (--record-routing): the file format, its writer and reader, and the
         // recorder that watches a model route; what `moe trace` reads.
         .target(name: "Trace", dependencies: ["Models"]),
+        // The expert-caching lab behind `moe trace`: routing traces (our records and
+        // route_trace CSV files) replayed through the runtime's cache policies and Belady.
+        .target(name: "TraceLab", dependencies: ["Trace", "Experts"]),
         // Sessions, sampling, the generation loop.
         .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Trace", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage", "Host"]),
         // The OpenAI-compatible HTTP server: routes, request parsing and error bodies, the
@@ -100,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "moe",
             dependencies: [
-                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace", "Host", "Server",
+                "GGUF", "Storage", "Kernels", "Tokenizer", "KV", "Models", "Experts", "Engine", "ChatTemplate", "Trace", "TraceLab", "Host", "Server",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -124,6 +127,7 @@ let package = Package(
         .testTarget(name: "ExpertsTests", dependencies: ["TestSupport", "Experts", "Models", "Trace", "Kernels", "GGUF", "Storage", "Host"]),
         .testTarget(name: "HostTests", dependencies: ["TestSupport", "Host", "Storage"]),
         .testTarget(name: "TraceTests", dependencies: ["TestSupport", "Trace", "Models", "Experts", "Kernels"]),
+        .testTarget(name: "TraceLabTests", dependencies: ["TestSupport", "TraceLab", "Trace", "Experts"]),
         .testTarget(name: "KVTests", dependencies: ["TestSupport", "KV", "Models", "Engine", "Kernels"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestSupport", "Models", "Engine", "Kernels", "GGUF", "Storage"]),
         // Runs the built `moe` executable (the dependency makes `swift test` build it first).

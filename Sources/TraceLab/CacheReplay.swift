@@ -1,0 +1,219 @@
+import Experts
+
+/// Replays a trace's lookups through a cache policy at one budget, byte-accurate, with the
+/// very policy types the runtime uses (`ExpertPolicies`) or Belady's offline optimum.
+public enum CacheReplay {
+    /// How the cache makes room, which differs between the engines that record traces.
+    public enum Accounting: Sendable, Equatable {
+        /// The recording engine of `route_trace` files: a miss makes the expert resident at
+        /// its layer's bytes at once; after the batch, entries are evicted until the budget
+        /// holds, never one the batch used.
+        case bytesAfterBatch(budget: Int)
+        /// This runtime's pool: `slots` equal slots; a batch first looks up all its experts
+        /// (hits are held), then each miss in order takes a free slot or the policy's victim
+        /// among the slots not held, and becomes resident when its read lands.
+        case slots(Int)
+    }
+
+    public struct Result: Sendable, Equatable {
+        public var policy: String
+        public var budgetBytes: Int
+        public var lookups = 0
+        public var hits = 0
+        public var decodeLookups = 0
+        public var decodeHits = 0
+        public var bytesRead = 0
+        public var decodeBytesRead = 0
+        public var decodedTokens = 0
+
+        public var hitRate: Double { lookups == 0 ? 0 : Double(hits) / Double(lookups) }
+        public var decodeHitRate: Double { decodeLookups == 0 ? 0 : Double(decodeHits) / Double(decodeLookups) }
+        /// Bytes read by decoding, per decoded token.
+        public var bytesReadPerToken: Double { decodedTokens == 0 ? 0 : Double(decodeBytesRead) / Double(decodedTokens) }
+
+        /// Decode tokens/s implied by a disk of `diskBytesPerSecond` and `computeSeconds` of
+        /// compute per token, reads and compute not overlapping (a token waits for its reads).
+        public func tokensPerSecond(diskBytesPerSecond: Double, computeSeconds: Double) -> Double {
+            let t = bytesReadPerToken / diskBytesPerSecond + computeSeconds
+            return t > 0 ? 1 / t : 0
+        }
+    }
+
+    /// The name `belady` stands for in policy lists.
+    public static let beladyName = "belady"
+    /// Every policy a replay can run: the runtime's, `auto`, and Belady.
+    public static var policyNames: [String] { ExpertPolicies.choices + [beladyName] }
+
+    /// Replays `trace` with policy `name` (a runtime policy, `auto` or `belady`).
+    public static func run(_ trace: CacheTrace, policy name: String, accounting: Accounting,
+                           sequences: Int = 1, observe: ((_ batch: Int, _ hits: Int) -> Void)? = nil) throws(TraceFileError) -> Result {
+        let budget: Int
+        let capacity: Int
+        let meanBytes = max(1, trace.expertBytes.values.reduce(0, +) / max(trace.expertBytes.count, 1))
+        switch accounting {
+        case let .bytesAfterBatch(b): budget = b; capacity = max(b / meanBytes, 1)
+        case let .slots(n): budget = n * (trace.expertBytes.values.max() ?? 0); capacity = n
+        }
+        var context = PolicyContext(capacity: capacity, layerCount: (trace.moeLayers.max() ?? 0) + 1,
+                                    expertLayers: trace.moeLayers, expertsPerLayer: trace.experts,
+                                    expertsPerToken: trace.expertsPerToken, bytesPerPrecision: [meanBytes])
+        context.sequences = sequences
+        let policy: any ExpertCachePolicy
+        let oracle: BeladyPolicy?
+        if name == beladyName {
+            let b = BeladyPolicy(trace: trace)
+            policy = b
+            oracle = b
+        } else if let p = ExpertPolicies.make(name, context: context) {
+            policy = p
+            oracle = nil
+        } else {
+            throw .invalid(path: trace.source, detail: "no policy '\(name)' (policies: \(policyNames.joined(separator: ", ")))")
+        }
+        var result = Result(policy: name == ExpertPolicies.automaticName ? "auto (\(ExpertPolicies.resolve(name, context: context)))" : name,
+                            budgetBytes: budget)
+        result.decodedTokens = trace.decodedTokens
+        var state = CacheState(experts: trace.experts)
+        for (index, batch) in trace.batches.enumerated() {
+            oracle?.advance(to: index)
+            let bytes = trace.expertBytes[batch.layer] ?? 0
+            var hits = 0
+            switch accounting {
+            case let .bytesAfterBatch(budget):
+                var held: [ExpertKey] = []
+                for e in batch.experts {
+                    let key = ExpertKey(layer: batch.layer, expert: e)
+                    held.append(key)
+                    if state.isResident(key) {
+                        hits += 1
+                        policy.didHit(key)
+                    } else {
+                        policy.didMiss(key)
+                        state.insert(key, bytes: bytes)
+                        policy.didInsert(key)
+                        result.bytesRead += bytes
+                        if batch.isDecode { result.decodeBytesRead += bytes }
+                    }
+                }
+                let heldSet = Set(held)
+                let incoming = held.last ?? ExpertKey(layer: batch.layer, expert: 0)
+                while state.usedBytes > budget {
+                    guard let victim = policy.victim(for: incoming, isEvictable: { state.isResident($0) && !heldSet.contains($0) }),
+                          state.isResident(victim), !heldSet.contains(victim) else { break }
+                    state.remove(victim, bytes: trace.expertBytes[victim.layer] ?? 0)
+                    policy.didRemove(victim)
+                }
+            case let .slots(slotCount):
+                var held = Set<ExpertKey>()
+                var misses: [ExpertKey] = []
+                for e in batch.experts {
+                    let key = ExpertKey(layer: batch.layer, expert: e)
+                    if state.isResident(key) {
+                        hits += 1
+                        held.insert(key)
+                        policy.didHit(key)
+                    } else {
+                        policy.didMiss(key)
+                        misses.append(key)
+                    }
+                }
+                // Reads start in order while slots can be had; the runtime lands them, computes
+                // what is ready and lets those go when it runs out.
+                var started: [ExpertKey] = []
+                var i = 0
+                while i < misses.count {
+                    let key = misses[i]
+                    if state.count + started.count < slotCount {
+                        started.append(key)
+                        i += 1
+                        continue
+                    }
+                    let blocked = held.union(started)
+                    if let victim = policy.victim(for: key, isEvictable: { state.isResident($0) && !blocked.contains($0) }),
+                       state.isResident(victim), !blocked.contains(victim) {
+                        state.remove(victim, bytes: trace.expertBytes[victim.layer] ?? 0)
+                        policy.didRemove(victim)
+                        started.append(key)
+                        i += 1
+                        continue
+                    }
+                    guard !started.isEmpty || !held.isEmpty else {
+                        throw .invalid(path: trace.source, detail: "\(slotCount) slots cannot hold one expert of layer \(batch.layer)")
+                    }
+                    for k in started { land(k) }
+                    started.removeAll()
+                    held.removeAll()
+                }
+                for k in started { land(k) }
+                func land(_ key: ExpertKey) {
+                    state.insert(key, bytes: bytes)
+                    policy.didInsert(key)
+                    result.bytesRead += bytes
+                    if batch.isDecode { result.decodeBytesRead += bytes }
+                }
+            }
+            observe?(index, hits)
+            result.lookups += batch.experts.count
+            result.hits += hits
+            if batch.isDecode {
+                result.decodeLookups += batch.experts.count
+                result.decodeHits += hits
+            }
+        }
+        return result
+    }
+
+    /// What the recording run itself hit (route_trace files record it), in the same terms.
+    public static func recorded(_ trace: CacheTrace) -> Result? {
+        var r = Result(policy: "recorded", budgetBytes: 0)
+        r.decodedTokens = trace.decodedTokens
+        for batch in trace.batches {
+            guard let hits = batch.recordedHits else { return nil }
+            let h = hits.filter { $0 }.count
+            let missBytes = (hits.count - h) * (trace.expertBytes[batch.layer] ?? 0)
+            r.lookups += hits.count
+            r.hits += h
+            r.bytesRead += missBytes
+            if batch.isDecode {
+                r.decodeLookups += hits.count
+                r.decodeHits += h
+                r.decodeBytesRead += missBytes
+            }
+        }
+        return r
+    }
+}
+
+/// Resident experts and their bytes, as flat arrays (replays make millions of lookups).
+struct CacheState {
+    private var resident: [Bool] = []
+    private let experts: Int
+    private(set) var usedBytes = 0
+    private(set) var count = 0
+
+    init(experts: Int) { self.experts = experts }
+
+    private func index(_ key: ExpertKey) -> Int { key.layer * experts + key.expert }
+
+    func isResident(_ key: ExpertKey) -> Bool {
+        let i = index(key)
+        return i < resident.count && resident[i]
+    }
+
+    mutating func insert(_ key: ExpertKey, bytes: Int) {
+        let i = index(key)
+        if i >= resident.count { resident += Array(repeating: false, count: i + 1 - resident.count) }
+        guard !resident[i] else { return }
+        resident[i] = true
+        usedBytes += bytes
+        count += 1
+    }
+
+    mutating func remove(_ key: ExpertKey, bytes: Int) {
+        let i = index(key)
+        guard i < resident.count, resident[i] else { return }
+        resident[i] = false
+        usedBytes -= bytes
+        count -= 1
+    }
+}
