@@ -2,13 +2,14 @@ import ArgumentParser
 import Experts
 import Foundation
 import Trace
+import TraceLab
 
 /// `moe trace ...`: tools that read routing records (`--record-routing`).
 struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trace",
         abstract: "Study routing records written with --record-routing.",
-        subcommands: [RoutingRecallCommand.self])
+        subcommands: [ReplayCommand.self, RoutingRecallCommand.self])
 }
 
 struct RoutingRecallCommand: ParsableCommand {

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Experts
+import Foundation
+import GGUF
+import TraceLab
+
+/// `moe trace replay`: every policy at every budget over a recorded run, against Belady.
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay a run's expert lookups under cache policies and budgets, against Belady's optimum.",
+        discussion: """
+        FILE is a routing record of this runtime (--record-routing; give -m MODEL, the model it \
+        was made with, for the experts' sizes: a budget then means what --expert-memory means, \
+        the same slots) or a route_trace v1 CSV file (expert sizes from its preamble; a budget \
+        is expert bytes, evicted after each batch as its engine does). A forward pass is one \
+        batch per MoE layer; inside a batch each distinct expert is one lookup; the experts a \
+        batch uses are never evicted while it runs. M and G are MiB and GiB.
+        """)
+
+    @Argument(help: "A routing record (--record-routing) or a route_trace v1 CSV file.")
+    var file: String
+
+    @Option(name: .shortAndLong, help: "The model the record was made with (needed for this runtime's records).")
+    var model: String?
+
+    @Option(help: "Budgets, comma separated, e.g. 500M,1G,3000M (default: 5% to 75% of all experts' bytes).")
+    var budget: String?
+
+    @Option(help: "Policies, comma separated (default: every policy and belady): \(CacheReplay.policyNames.joined(separator: ", ")).")
+    var policy: String?
+
+    @Flag(name: .customLong("decode-only"), help: "Show decode lookups only (prompt batches still fill the cache).")
+    var decodeOnly = false
+
+    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) for the predicted decode tokens/s.")
+    var diskGBps: Double?
+
+    @Option(name: .customLong("compute-ms"), help: "Compute time per decoded token (ms) for the predicted tokens/s.")
+    var computeMs: Double?
+
+    @Option(help: "Sequences the run decoded together (what `auto` resolves with; default 1).")
+    var sequences: Int = 1
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        if let diskGBps, !(diskGBps > 0 && diskGBps.isFinite) { throw ValidationError("--disk-gbps must be a positive number") }
+        if let computeMs, !(computeMs >= 0 && computeMs.isFinite) { throw ValidationError("--compute-ms must be a number ≥ 0") }
+        guard sequences >= 1 else { throw ValidationError("--sequences must be ≥ 1") }
+        _ = try budgets()
+        _ = try policies()
+    }
+
+    func budgets() throws -> [Int]? {
+        guard let budget else { return nil }
+        return try budget.split(separator: ",").map { part in
+            let text = part.trimmingCharacters(in: .whitespaces)
+            let bytes = try byteCountFlag(text, flag: "--budget", example: "500M, 3000M, 1.5G", allowZero: false)
+            return bytes
+        }
+    }
+
+    func policies() throws -> [String] {
+        guard let policy else { return ExpertPolicies.names + [CacheReplay.beladyName] }
+        return try policy.split(separator: ",").map { part in
+            let name = part.trimmingCharacters(in: .whitespaces)
+            guard CacheReplay.policyNames.contains(name) else {
+                throw ValidationError("--policy: no policy '\(name)' (policies: \(CacheReplay.policyNames.joined(separator: ", ")))")
+            }
+            return name
+        }
+    }
+
+    func run() throws {
+        let isRouteTrace = (try? String(contentsOfFile: file, encoding: .utf8).hasPrefix("# route_trace")) ?? false
+        let trace: CacheTrace
+        var sizes: ModelExpertSizes?
+        if isRouteTrace {
+            trace = try runReporting { try RouteTraceFile.read(path: file) }
+        } else {
+            guard let model else {
+                throw ValidationError("'\(file)' is a routing record of this runtime, which holds no expert sizes: give -m MODEL, the model it was made with")
+            }
+            let s = try runReporting { try ModelExpertSizes(modelPath: model) }
+            sizes = s
+            trace = try runReporting { try CacheTrace.fromRoutingRecord(path: file, expertBytes: s.expertBytes) }
+        }
+        let allBytes = trace.moeLayers.reduce(0) { $0 + trace.experts * (trace.expertBytes[$1] ?? 0) }
+        let budgetList = try budgets() ?? [0.05, 0.1, 0.2, 0.3, 0.5, 0.75].map { Int(Double(allBytes) * $0) }
+        var results: [CacheReplay.Result] = []
+        for b in budgetList {
+            let accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
+            if let sizes, b < sizes.budget.minimum {
+                throw ValidationError("--budget \(formatBytes(b)) is below the pool's minimum of \(formatBytes(sizes.budget.minimum)) for this model")
+            }
+            for p in try policies() {
+                var r = try runReporting { try CacheReplay.run(trace, policy: p, accounting: accounting, sequences: sequences) }
+                r.budgetBytes = b
+                results.append(r)
+            }
+        }
+        let disk = diskGBps.map { $0 * 1e9 }
+        let compute = computeMs.map { $0 / 1000 }
+        if json {
+            var rows: [[String: Any]] = []
+            for r in results {
+                var o: [String: Any] = [
+                    "policy": r.policy, "budget_bytes": r.budgetBytes, "lookups": r.lookups, "hits": r.hits, "hit_rate": r.hitRate,
+                    "decode_lookups": r.decodeLookups, "decode_hits": r.decodeHits, "decode_hit_rate": r.decodeHitRate,
+                    "bytes_read": r.bytesRead, "bytes_read_per_token": r.bytesReadPerToken,
+                ]
+                if let disk, let compute { o["tokens_per_second"] = r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute) }
+                rows.append(o)
+            }
+            let object: [String: Any] = [
+                "file": file, "format": trace.format, "model": trace.model, "architecture": trace.architecture,
+                "layers": trace.moeLayers.count, "experts": trace.experts, "experts_per_token": trace.expertsPerToken,
+                "decoded_tokens": trace.decodedTokens, "prompt_tokens": trace.promptTokens,
+                "one_token_cycle_bytes": trace.oneTokenCycleBytes, "results": rows,
+            ]
+            let out = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: out, as: UTF8.self))
+            return
+        }
+        print("\(file) (\(trace.format)): \(trace.architecture), \(trace.moeLayers.count) MoE layers × \(trace.experts) experts, top \(trace.expertsPerToken); "
+              + "\(trace.promptTokens) prompt and \(trace.decodedTokens) decoded tokens; one token's experts over all layers: \(formatBytes(trace.oneTokenCycleBytes))")
+        if let sizes { print("budgets as --expert-memory: slots of \(formatBytes(sizes.budget.slotBytes)) for \(model ?? "")") }
+        func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
+        var head = cell("budget", 10) + cell("policy", 12)
+        if !decodeOnly { head += cell("hit rate", 10) + cell("lookups", 10) + cell("hits", 10) }
+        head += cell("decode hit", 12) + cell("read", 12) + cell("read/token", 12)
+        if disk != nil && compute != nil { head += cell("tok/s", 9) }
+        print(head)
+        for r in results {
+            var line = cell(formatBytes(r.budgetBytes), 10) + cell(r.policy, 12)
+            if !decodeOnly {
+                line += cell(String(format: "%.1f%%", 100 * r.hitRate), 10) + cell(String(r.lookups), 10) + cell(String(r.hits), 10)
+            }
+            line += cell(String(format: "%.1f%%", 100 * r.decodeHitRate), 12) + cell(formatBytes(r.bytesRead), 12)
+                + cell(formatBytes(Int(r.bytesReadPerToken)), 12)
+            if let disk, let compute {
+                line += cell(String(format: "%.2f", r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute)), 9)
+            }
+            print(line)
+        }
+        if !isRouteTrace && trace.batches.contains(where: { !$0.isDecode }) == false && trace.decodedTokens == 0 {
+            print("note: the record holds no decoding")
+        }
+    }
+}
