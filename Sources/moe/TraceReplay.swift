@@ -56,9 +56,8 @@ struct ReplayCommand: ParsableCommand {
     func budgets() throws -> [Int]? {
         guard let budget else { return nil }
         return try budget.split(separator: ",").map { part in
-            let text = part.trimmingCharacters(in: .whitespaces)
-            let bytes = try byteCountFlag(text, flag: "--budget", example: "500M, 3000M, 1.5G", allowZero: false)
-            return bytes
+            try byteCountFlag(part.trimmingCharacters(in: .whitespaces), flag: "--budget", example: "500M, 3000M, 1.5G",
+                              allowZero: false)
         }
     }
 
@@ -74,7 +73,11 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func run() throws {
-        let isRouteTrace = (try? String(contentsOfFile: file, encoding: .utf8).hasPrefix("# route_trace")) ?? false
+        // The first bytes tell the formats apart; the reader then reads the file once.
+        let isRouteTrace = FileHandle(forReadingAtPath: file).map { handle in
+            defer { try? handle.close() }
+            return (try? handle.read(upToCount: 13)).map { $0.elementsEqual("# route_trace".utf8) } ?? false
+        } ?? false
         let trace: CacheTrace
         var sizes: ModelExpertSizes?
         if isRouteTrace {
@@ -89,13 +92,14 @@ struct ReplayCommand: ParsableCommand {
         }
         let allBytes = trace.moeLayers.reduce(0) { $0 + trace.experts * (trace.expertBytes[$1] ?? 0) }
         let budgetList = try budgets() ?? [0.05, 0.1, 0.2, 0.3, 0.5, 0.75].map { Int(Double(allBytes) * $0) }
+        let policyList = try policies()
         var results: [CacheReplay.Result] = []
         for b in budgetList {
             let accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
             if let sizes, b < sizes.budget.minimum {
                 throw ValidationError("--budget \(formatBytes(b)) is below the pool's minimum of \(formatBytes(sizes.budget.minimum)) for this model")
             }
-            for p in try policies() {
+            for p in policyList {
                 var r = try runReporting { try CacheReplay.run(trace, policy: p, accounting: accounting, sequences: sequences) }
                 r.budgetBytes = b
                 results.append(r)
@@ -144,9 +148,6 @@ struct ReplayCommand: ParsableCommand {
                 line += cell(String(format: "%.2f", r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute)), 9)
             }
             print(line)
-        }
-        if !isRouteTrace && trace.batches.contains(where: { !$0.isDecode }) == false && trace.decodedTokens == 0 {
-            print("note: the record holds no decoding")
         }
     }
 }
