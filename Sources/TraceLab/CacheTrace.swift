@@ -37,15 +37,19 @@ public struct CacheTrace: Sendable {
     public var moeLayers: [Int]
     public var experts: Int
     public var expertsPerToken: Int
-    /// Bytes one expert of each MoE layer occupies, by layer index.
+    /// Bytes one expert of each MoE layer occupies, by layer index (empty when the record
+    /// holds no sizes and none were given: the routing statistics need none).
     public var expertBytes: [Int: Int]
     public var batches: [Batch]
     /// Tokens decoded (each decode batch's tokens counted once, at its first MoE layer).
     public var decodedTokens: Int
     public var promptTokens: Int
+    /// The same run token by token.
+    public var routing: TokenRouting
 
     public init(source: String, format: String, model: String, architecture: String, moeLayers: [Int], experts: Int,
-                expertsPerToken: Int, expertBytes: [Int: Int], batches: [Batch], decodedTokens: Int, promptTokens: Int) {
+                expertsPerToken: Int, expertBytes: [Int: Int], batches: [Batch], decodedTokens: Int, promptTokens: Int,
+                routing: TokenRouting? = nil) {
         self.source = source
         self.format = format
         self.model = model
@@ -57,6 +61,7 @@ public struct CacheTrace: Sendable {
         self.batches = batches
         self.decodedTokens = decodedTokens
         self.promptTokens = promptTokens
+        self.routing = routing ?? TokenRouting(moeLayers: moeLayers, expertsPerToken: expertsPerToken)
     }
 
     /// Bytes of one token's experts over all MoE layers: below this budget a decoding cycle

@@ -81,6 +81,11 @@ public enum RouteTraceFile {
         var decodeSteps = Set<[Int]>()
         var promptSteps = Set<[Int]>()
         var usedLayers = Set<Int>()
+        struct TokenKey: Hashable { var turn: Int, phase: Int, step: Int }
+        var tokenIndex: [TokenKey: Int] = [:]
+        var tokenStream: [Int] = [], tokenStep: [Int] = [], tokenDecode: [Bool] = []
+        var routed: [Int: [Int32]] = [:]  // token × n_layer + layer → the k experts, by slot
+        var streams = StreamAssigner()
         while index < lines.count {
             let lineNumber = index + 1
             let line = lines[index]
@@ -124,6 +129,26 @@ public enum RouteTraceFile {
                 throw .malformed(path: path, line: lineNumber, detail: "layer \(layer) has no expert_bytes in the preamble")
             }
             usedLayers.insert(layer)
+            let tokenKey = TokenKey(turn: turn, phase: phase, step: step)
+            let token: Int
+            if let t = tokenIndex[tokenKey] {
+                token = t
+            } else {
+                // Tokens in the order they first appear: a prompt's rows of its first layer
+                // list its tokens in order, decoded tokens come one by one.
+                token = tokenStep.count
+                tokenIndex[tokenKey] = token
+                tokenStream.append(streams.stream(at: step))
+                tokenStep.append(step)
+                tokenDecode.append(phase == 1)
+            }
+            let cell = token * layerCount + layer
+            var slots = routed[cell] ?? Array(repeating: -1, count: used)
+            guard slots[slot] == -1 else {
+                throw .malformed(path: path, line: lineNumber, detail: "slot \(slot) of step \(step) at layer \(layer) appears twice")
+            }
+            slots[slot] = Int32(expert)
+            routed[cell] = slots
             let key = Key(turn: turn, phase: phase, step: phase == 0 ? -1 : step, layer: layer)
             let b: Int
             if let existing = batchIndex[key] {
@@ -150,9 +175,19 @@ public enum RouteTraceFile {
         }
         guard !batches.isEmpty else { throw .invalid(path: path, detail: "no routing rows") }
         let layers = usedLayers.sorted()
+        var routing = TokenRouting(moeLayers: layers, expertsPerToken: used)
+        routing.stream = tokenStream
+        routing.position = tokenStep
+        routing.isDecode = tokenDecode
+        routing.experts.reserveCapacity(tokenStep.count * layers.count * used)
+        for t in 0..<tokenStep.count {
+            for layer in layers {
+                routing.experts += routed[t * layerCount + layer] ?? Array(repeating: -1, count: used)
+            }
+        }
         return CacheTrace(source: path, format: "route_trace v1", model: model, architecture: architecture, moeLayers: layers,
                           experts: expertCount, expertsPerToken: used, expertBytes: expertBytes.filter { usedLayers.contains($0.key) },
-                          batches: batches, decodedTokens: decodeSteps.count, promptTokens: promptSteps.count)
+                          batches: batches, decodedTokens: decodeSteps.count, promptTokens: promptSteps.count, routing: routing)
     }
 
     /// `key=value` pairs separated by spaces (a value runs to the next space).

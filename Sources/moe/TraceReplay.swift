@@ -73,23 +73,8 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func run() throws {
-        // The first bytes tell the formats apart; the reader then reads the file once.
-        let isRouteTrace = FileHandle(forReadingAtPath: file).map { handle in
-            defer { try? handle.close() }
-            return (try? handle.read(upToCount: 13)).map { $0.elementsEqual("# route_trace".utf8) } ?? false
-        } ?? false
-        let trace: CacheTrace
-        var sizes: ModelExpertSizes?
-        if isRouteTrace {
-            trace = try runReporting { try RouteTraceFile.read(path: file) }
-        } else {
-            guard let model else {
-                throw ValidationError("'\(file)' is a routing record of this runtime, which holds no expert sizes: give -m MODEL, the model it was made with")
-            }
-            let s = try runReporting { try ModelExpertSizes(modelPath: model) }
-            sizes = s
-            trace = try runReporting { try CacheTrace.fromRoutingRecord(path: file, expertBytes: s.expertBytes) }
-        }
+        let input = try TraceInput(file: file, model: model, needSizes: true)
+        let trace = input.trace, sizes = input.sizes
         let allBytes = trace.moeLayers.reduce(0) { $0 + trace.experts * (trace.expertBytes[$1] ?? 0) }
         let budgetList = try budgets() ?? [0.05, 0.1, 0.2, 0.3, 0.5, 0.75].map { Int(Double(allBytes) * $0) }
         let policyList = try policies()
