@@ -25,6 +25,8 @@ public enum RuntimeError: Error, CustomStringConvertible {
     case kvExhausted(KVError, sequences: Int, positionsEach: Int, layout: KVLayout)
     /// A benchmark's prompt or decode is longer than the context.
     case benchmarkExceedsContext(tokens: Int, capacity: Int)
+    /// A measurement of this machine (`DecodeCost`) found nothing to measure.
+    case nothingToMeasure(String)
 
     public var description: String {
         switch self {
@@ -45,6 +47,7 @@ public enum RuntimeError: Error, CustomStringConvertible {
                 + "\(formatBytes(needed)) of KV blocks: give --kv-memory \(formatBytes(needed)) or more, or fewer sequences or tokens"
         case let .benchmarkExceedsContext(tokens, capacity):
             return "context overflow: \(tokens) tokens, the context holds \(capacity)"
+        case let .nothingToMeasure(detail): return detail
         }
     }
 }

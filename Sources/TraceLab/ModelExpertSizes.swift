@@ -6,6 +6,7 @@ import Models
 /// of one expert per layer, and the slot a budget is divided into.
 public struct ModelExpertSizes: Sendable {
     public var expertBytes: [Int: Int]
+    public var expertsPerLayer: Int
     /// The pool's slot size and the budget arithmetic `--expert-memory` goes through.
     public var budget: ExpertBudget
 
@@ -19,6 +20,7 @@ public struct ModelExpertSizes: Sendable {
                 bytes[layer] = layout.slices(layer: layer, expert: 0).reduce(0) { $0 + $1.byteCount }
             }
             expertBytes = bytes
+            expertsPerLayer = layout.expertCount
             budget = ExpertBudget(slotBytes: OffloadedExpertProvider.slotBytes(layout, fileSize: file.fileSize), lowSlotBytes: nil,
                                   minimumSlots: OffloadedExpertProvider.minimumSlots(layout),
                                   expertCount: layout.layers.count * layout.expertCount)

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Engine
+import Experts
 import TraceLab
 
 /// A trace file as the `moe trace` commands take it: a route_trace v1 CSV file (sizes in its
@@ -32,5 +34,23 @@ struct TraceInput {
         let s = try runReporting { try ModelExpertSizes(modelPath: model) }
         sizes = s
         trace = try runReporting { try CacheTrace.fromRoutingRecord(path: file, expertBytes: s.expertBytes) }
+    }
+}
+
+extension DecodeCost {
+    /// Measures `model` on this machine at `budget` (the model's smallest useful budget when
+    /// nil: a quarter of its experts), saying on stderr what it found.
+    static func measureForTrace(model: String, budget: Int?) throws -> DecodeCost {
+        let sizes = try runReporting { try ModelExpertSizes(modelPath: model) }
+        let all = sizes.expertBytes.values.reduce(0, +) * sizes.expertsPerLayer
+        let b = max(budget ?? all / 4, sizes.budget.minimum)
+        FileHandle.standardError.write(Data("measuring \(model) on this machine (24 tokens, --expert-memory \(formatBytes(b)), no read-ahead)...\n".utf8))
+        let cost = try runReporting { try DecodeCost.measure(modelPath: model, expertMemory: b) }
+        FileHandle.standardError.write(Data(String(
+            format: "measured: %.2f ms compute per token, expert reads at %.2f GB/s as decoding waits for them (%.2f GB/s while outstanding%@; the run: %.1f tokens/s, %.1f%% hits, %@ read per token)\n",
+            1000 * cost.computeSeconds, cost.diskBytesPerSecond / 1e9, cost.readBytesPerSecond / 1e9,
+            cost.probedBytesPerSecond.map { String(format: ", device probe %.2f GB/s", $0 / 1e9) } ?? "",
+            cost.tokensPerSecond, 100 * cost.hitRate, formatBytes(Int(cost.bytesPerToken))).utf8))
+        return cost
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Experts
+import Engine
 import Foundation
 import GGUF
 import TraceLab
@@ -21,7 +22,7 @@ struct ReplayCommand: ParsableCommand {
     @Argument(help: "A routing record (--record-routing) or a route_trace v1 CSV file.")
     var file: String
 
-    @Option(name: .shortAndLong, help: "The model the record was made with (needed for this runtime's records).")
+    @Option(name: .shortAndLong, help: "The model the record was made with (needed for this runtime's records); also measures its compute and disk here.")
     var model: String?
 
     @Option(help: "Budgets, comma separated, e.g. 500M,1G,3000M (default: 5% to 75% of all experts' bytes).")
@@ -33,10 +34,10 @@ struct ReplayCommand: ParsableCommand {
     @Flag(name: .customLong("decode-only"), help: "Show decode lookups only (prompt batches still fill the cache).")
     var decodeOnly = false
 
-    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) for the predicted decode tokens/s.")
+    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) for the predicted decode tokens/s (measured with -m when not given).")
     var diskGBps: Double?
 
-    @Option(name: .customLong("compute-ms"), help: "Compute time per decoded token (ms) for the predicted tokens/s.")
+    @Option(name: .customLong("compute-ms"), help: "Compute time per decoded token (ms) for the predicted tokens/s (measured with -m when not given).")
     var computeMs: Double?
 
     @Option(help: "Sequences the run decoded together (what `auto` resolves with; default 1).")
@@ -90,8 +91,15 @@ struct ReplayCommand: ParsableCommand {
                 results.append(r)
             }
         }
-        let disk = diskGBps.map { $0 * 1e9 }
-        let compute = computeMs.map { $0 / 1000 }
+        var disk = diskGBps.map { $0 * 1e9 }
+        var compute = computeMs.map { $0 / 1000 }
+        var measured: DecodeCost?
+        if let model, disk == nil || compute == nil {
+            let cost = try DecodeCost.measureForTrace(model: model, budget: sizes != nil ? budgetList.min() : nil)
+            measured = cost
+            disk = disk ?? cost.diskBytesPerSecond
+            compute = compute ?? cost.computeSeconds
+        }
         if json {
             var rows: [[String: Any]] = []
             for r in results {
@@ -103,12 +111,17 @@ struct ReplayCommand: ParsableCommand {
                 if let disk, let compute { o["tokens_per_second"] = r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute) }
                 rows.append(o)
             }
-            let object: [String: Any] = [
+            var object: [String: Any] = [
                 "file": file, "format": trace.format, "model": trace.model, "architecture": trace.architecture,
                 "layers": trace.moeLayers.count, "experts": trace.experts, "experts_per_token": trace.expertsPerToken,
                 "decoded_tokens": trace.decodedTokens, "prompt_tokens": trace.promptTokens,
                 "one_token_cycle_bytes": trace.oneTokenCycleBytes, "results": rows,
             ]
+            if let disk, let compute { object["disk_bytes_per_second"] = disk; object["compute_ms_per_token"] = 1000 * compute }
+            if let m = measured {
+                object["measured"] = ["compute_ms_per_token": 1000 * m.computeSeconds, "disk_bytes_per_second": m.diskBytesPerSecond,
+                                      "tokens_per_second": m.tokensPerSecond, "hit_rate": m.hitRate, "expert_memory": m.expertMemory]
+            }
             let out = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: out, as: UTF8.self))
             return
