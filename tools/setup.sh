@@ -3,11 +3,12 @@
 # the system packages moe builds against (liburing, libnuma), curl (the server tests' HTTP
 # client), and a Python virtual environment (.venv) with the real clients the server tests
 # drive it with (the official `openai` package, and `prometheus_client`'s text-format
-# parser for /metrics). Safe to run repeatedly; needs root (or sudo) for the packages.
+# parser for /metrics), and Debian's chromium with a font, which the report tests render
+# `moe trace report`'s page in. Safe to run repeatedly; needs root (or sudo) for the packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for pkg in liburing-dev libnuma-dev curl python3-venv; do
+for pkg in liburing-dev libnuma-dev curl python3-venv chromium fonts-dejavu-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 # A python3 of its own (pyenv, as on the dev machines) already has venv.

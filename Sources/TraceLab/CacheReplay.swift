@@ -1,4 +1,6 @@
+import Dispatch
 import Experts
+import Foundation
 
 /// Replays a trace's lookups through a cache policy at one budget, byte-accurate, with the
 /// very policy types the runtime uses (`ExpertPolicies`) or Belady's offline optimum.
@@ -161,6 +163,51 @@ public enum CacheReplay {
             }
         }
         return result
+    }
+
+    /// One replay to run: a policy at a budget, with what the budget means.
+    public struct Job: Sendable {
+        public var policy: String
+        public var budget: Int
+        public var accounting: Accounting
+        public init(policy: String, budget: Int, accounting: Accounting) {
+            self.policy = policy
+            self.budget = budget
+            self.accounting = accounting
+        }
+    }
+
+    /// Runs every job, as many at once as there are cores (each replay is independent), and
+    /// returns their results in the jobs' order, `budgetBytes` set to each job's budget.
+    public static func runAll(_ trace: CacheTrace, _ jobs: [Job], sequences: Int = 1) throws(TraceFileError) -> [Result] {
+        final class Slots: @unchecked Sendable {
+            var results: [Swift.Result<CacheReplay.Result, TraceFileError>?]
+            init(_ n: Int) { results = Array(repeating: nil, count: n) }
+        }
+        let slots = Slots(jobs.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
+            let job = jobs[i]
+            let r: Swift.Result<CacheReplay.Result, TraceFileError>
+            do throws(TraceFileError) {
+                var one = try run(trace, policy: job.policy, accounting: job.accounting, sequences: sequences)
+                one.budgetBytes = job.budget
+                r = .success(one)
+            } catch {
+                r = .failure(error)
+            }
+            lock.lock()
+            slots.results[i] = r
+            lock.unlock()
+        }
+        var out: [Result] = []
+        for r in slots.results {
+            switch r! {
+            case let .success(v): out.append(v)
+            case let .failure(e): throw e
+            }
+        }
+        return out
     }
 
     /// What the recording run itself hit (route_trace files record it), in the same terms.

@@ -54,7 +54,11 @@ struct ReplayCommand: ParsableCommand {
         _ = try policies()
     }
 
-    func budgets() throws -> [Int]? {
+    func budgets() throws -> [Int]? { try Self.parseBudgets(budget) }
+
+    func policies() throws -> [String] { try Self.parsePolicies(policy) }
+
+    static func parseBudgets(_ budget: String?) throws -> [Int]? {
         guard let budget else { return nil }
         return try budget.split(separator: ",").map { part in
             try byteCountFlag(part.trimmingCharacters(in: .whitespaces), flag: "--budget", example: "500M, 3000M, 1.5G",
@@ -62,7 +66,7 @@ struct ReplayCommand: ParsableCommand {
         }
     }
 
-    func policies() throws -> [String] {
+    static func parsePolicies(_ policy: String?) throws -> [String] {
         guard let policy else { return ExpertPolicies.names + [CacheReplay.beladyName] }
         return try policy.split(separator: ",").map { part in
             let name = part.trimmingCharacters(in: .whitespaces)
@@ -79,18 +83,15 @@ struct ReplayCommand: ParsableCommand {
         let allBytes = trace.moeLayers.reduce(0) { $0 + trace.experts * (trace.expertBytes[$1] ?? 0) }
         let budgetList = try budgets() ?? [0.05, 0.1, 0.2, 0.3, 0.5, 0.75].map { Int(Double(allBytes) * $0) }
         let policyList = try policies()
-        var results: [CacheReplay.Result] = []
+        var jobs: [CacheReplay.Job] = []
         for b in budgetList {
-            let accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
             if let sizes, b < sizes.budget.minimum {
                 throw ValidationError("--budget \(formatBytes(b)) is below the pool's minimum of \(formatBytes(sizes.budget.minimum)) for this model")
             }
-            for p in policyList {
-                var r = try runReporting { try CacheReplay.run(trace, policy: p, accounting: accounting, sequences: sequences) }
-                r.budgetBytes = b
-                results.append(r)
-            }
+            let accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
+            jobs += policyList.map { CacheReplay.Job(policy: $0, budget: b, accounting: accounting) }
         }
+        let results = try runReporting { try CacheReplay.runAll(trace, jobs, sequences: sequences) }
         var disk = diskGBps.map { $0 * 1e9 }
         var compute = computeMs.map { $0 / 1000 }
         var measured: DecodeCost?
