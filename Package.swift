@@ -81,7 +81,7 @@ let package = Package(
         .target(name: "Trace", dependencies: ["Models"]),
         // The expert-caching lab behind `moe trace`: routing traces (our records and
         // route_trace CSV files) replayed through the runtime's cache policies and Belady.
-        .target(name: "TraceLab", dependencies: ["Trace", "Experts", "Models", "GGUF"]),
+        .target(name: "TraceLab", dependencies: ["Trace", "Experts", "Models", "KV", "GGUF"]),
         // Sessions, sampling, the generation loop.
         .target(name: "Engine", dependencies: ["KV", "Models", "Experts", "Trace", "Tokenizer", "Kernels", "GGUF", "ChatTemplate", "Storage", "Host"]),
         // The OpenAI-compatible HTTP server: routes, request parsing and error bodies, the

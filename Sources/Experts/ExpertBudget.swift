@@ -17,6 +17,11 @@ public struct ExpertBudget: Sendable, Equatable {
         self.expertCount = expertCount
     }
 
+    /// The same budget with a class of low-precision copies of `slotBytes` each.
+    public func withCopies(slotBytes copy: Int) -> ExpertBudget {
+        ExpertBudget(slotBytes: slotBytes, lowSlotBytes: copy, minimumSlots: minimumSlots, expertCount: expertCount)
+    }
+
     /// The smallest budget that works: the minimum slots of each class.
     public var minimum: Int { minimumSlots * (slotBytes + (lowSlotBytes ?? 0)) }
 

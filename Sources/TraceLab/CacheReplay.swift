@@ -17,6 +17,21 @@ public enum CacheReplay {
         case slots(Int)
     }
 
+    /// Precision fallback as the runtime does it with a pack's copies: a missing expert whose
+    /// routing weight is below `threshold` is computed from its low-precision copy, kept in a
+    /// class of `slots` slots of its own (the policy choosing among them) and read at
+    /// `copyBytes` when not resident. Slot accounting only (this runtime's pool).
+    public struct Fallback: Sendable, Equatable {
+        public var threshold: Float
+        public var slots: Int
+        public var copyBytes: Int
+        public init(threshold: Float, slots: Int, copyBytes: Int) {
+            self.threshold = threshold
+            self.slots = slots
+            self.copyBytes = copyBytes
+        }
+    }
+
     public struct Result: Sendable, Equatable {
         public var policy: String
         public var budgetBytes: Int
@@ -27,6 +42,8 @@ public enum CacheReplay {
         public var bytesRead = 0
         public var decodeBytesRead = 0
         public var decodedTokens = 0
+        /// Expert uses computed from a low-precision copy (with fallback), hits or reads.
+        public var lowPrecisionUses = 0
 
         public var hitRate: Double { lookups == 0 ? 0 : Double(hits) / Double(lookups) }
         public var decodeHitRate: Double { decodeLookups == 0 ? 0 : Double(decodeHits) / Double(decodeLookups) }
@@ -47,8 +64,11 @@ public enum CacheReplay {
     public static var policyNames: [String] { ExpertPolicies.choices + [beladyName] }
 
     /// Replays `trace` with policy `name` (a runtime policy, `auto` or `belady`).
-    public static func run(_ trace: CacheTrace, policy name: String, accounting: Accounting,
-                           sequences: Int = 1, observe: ((_ batch: Int, _ hits: Int) -> Void)? = nil) throws(TraceFileError) -> Result {
+    /// The first `warmup` decoded tokens fill the cache but are not counted (as `moe bench`
+    /// counts only its timed runs).
+    public static func run(_ trace: CacheTrace, policy name: String, accounting: Accounting, sequences: Int = 1,
+                           fallback: Fallback? = nil, warmup: Int = 0,
+                           observe: ((_ batch: Int, _ hits: Int) -> Void)? = nil) throws(TraceFileError) -> Result {
         let budget: Int
         let capacity: Int
         let meanBytes = max(1, trace.expertBytes.values.reduce(0, +) / max(trace.expertBytes.count, 1))
@@ -60,6 +80,12 @@ public enum CacheReplay {
                                     expertLayers: trace.moeLayers, expertsPerLayer: trace.experts,
                                     expertsPerToken: trace.expertsPerToken, bytesPerPrecision: [meanBytes])
         context.sequences = sequences
+        if let fallback {
+            // The pool as the runtime describes it: both classes, the copies' apart.
+            context.capacity += fallback.slots
+            context.lowPrecisionCapacity = fallback.slots
+            context.bytesPerPrecision.append(fallback.copyBytes)
+        }
         let policy: any ExpertCachePolicy
         let oracle: BeladyPolicy?
         if name == beladyName {
@@ -74,10 +100,25 @@ public enum CacheReplay {
         }
         var result = Result(policy: name == ExpertPolicies.automaticName ? "auto (\(ExpertPolicies.resolve(name, context: context)))" : name,
                             budgetBytes: budget)
-        result.decodedTokens = trace.decodedTokens
+        result.decodedTokens = max(trace.decodedTokens - warmup, 0)
         var state = CacheState(experts: trace.experts)
+        var decoded = 0
+        let firstLayer = trace.moeLayers.first ?? 0
+        var counting = warmup == 0
+        var bytesBefore = 0, decodeBytesBefore = 0
+        var copyState = CacheState(experts: trace.experts)
         for (index, batch) in trace.batches.enumerated() {
             oracle?.advance(to: index)
+            if !counting, batch.isDecode, batch.layer == firstLayer {
+                decoded += batch.tokens
+                if decoded > warmup {
+                    counting = true
+                    // What the warm-up read does not count either.
+                    bytesBefore = result.bytesRead
+                    decodeBytesBefore = result.decodeBytesRead
+                    result.lowPrecisionUses = 0
+                }
+            }
             let bytes = trace.expertBytes[batch.layer] ?? 0
             var hits = 0
             switch accounting {
@@ -106,11 +147,22 @@ public enum CacheReplay {
                     policy.didRemove(victim)
                 }
             case let .slots(slotCount):
+                // With fallback, a missing expert below the threshold is asked for as its
+                // copy (precision 1), which lives in a class of slots of its own; the policy
+                // sees both kinds of key, as the runtime's does.
+                func resident(_ k: ExpertKey) -> Bool { k.precision == 0 ? state.isResident(k) : copyState.isResident(k) }
+                func capacity(_ k: ExpertKey) -> Int { k.precision == 0 ? slotCount : (fallback?.slots ?? 0) }
+                func occupied(_ k: ExpertKey) -> Int { k.precision == 0 ? state.count : copyState.count }
+                func readBytes(_ k: ExpertKey) -> Int { k.precision == 0 ? (trace.expertBytes[k.layer] ?? 0) : (fallback?.copyBytes ?? 0) }
                 var held = Set<ExpertKey>()
                 var misses: [ExpertKey] = []
-                for e in batch.experts {
-                    let key = ExpertKey(layer: batch.layer, expert: e)
-                    if state.isResident(key) {
+                for (i, e) in batch.experts.enumerated() {
+                    var key = ExpertKey(layer: batch.layer, expert: e)
+                    if let fallback, !state.isResident(key), i < batch.weights.count, batch.weights[i] < fallback.threshold {
+                        key.precision = 1
+                        result.lowPrecisionUses += 1
+                    }
+                    if resident(key) {
                         hits += 1
                         held.insert(key)
                         policy.didHit(key)
@@ -125,15 +177,15 @@ public enum CacheReplay {
                 var i = 0
                 while i < misses.count {
                     let key = misses[i]
-                    if state.count + started.count < slotCount {
+                    if occupied(key) + started.filter({ $0.precision == key.precision }).count < capacity(key) {
                         started.append(key)
                         i += 1
                         continue
                     }
                     let blocked = held.union(started)
-                    if let victim = policy.victim(for: key, isEvictable: { state.isResident($0) && !blocked.contains($0) }),
-                       state.isResident(victim), !blocked.contains(victim) {
-                        state.remove(victim, bytes: trace.expertBytes[victim.layer] ?? 0)
+                    let evictable = { (k: ExpertKey) -> Bool in k.precision == key.precision && resident(k) && !blocked.contains(k) }
+                    if let victim = policy.victim(for: key, isEvictable: evictable), evictable(victim) {
+                        if victim.precision == 0 { state.remove(victim, bytes: readBytes(victim)) } else { copyState.remove(victim, bytes: readBytes(victim)) }
                         policy.didRemove(victim)
                         started.append(key)
                         i += 1
@@ -148,13 +200,15 @@ public enum CacheReplay {
                 }
                 for k in started { land(k) }
                 func land(_ key: ExpertKey) {
-                    state.insert(key, bytes: bytes)
+                    let b = readBytes(key)
+                    if key.precision == 0 { state.insert(key, bytes: b) } else { copyState.insert(key, bytes: b) }
                     policy.didInsert(key)
-                    result.bytesRead += bytes
-                    if batch.isDecode { result.decodeBytesRead += bytes }
+                    result.bytesRead += b
+                    if batch.isDecode { result.decodeBytesRead += b }
                 }
             }
             observe?(index, hits)
+            guard counting else { continue }
             result.lookups += batch.experts.count
             result.hits += hits
             if batch.isDecode {
@@ -162,6 +216,8 @@ public enum CacheReplay {
                 result.decodeHits += hits
             }
         }
+        result.bytesRead -= bytesBefore
+        result.decodeBytesRead -= decodeBytesBefore
         return result
     }
 
@@ -170,16 +226,18 @@ public enum CacheReplay {
         public var policy: String
         public var budget: Int
         public var accounting: Accounting
-        public init(policy: String, budget: Int, accounting: Accounting) {
+        public var fallback: Fallback?
+        public init(policy: String, budget: Int, accounting: Accounting, fallback: Fallback? = nil) {
             self.policy = policy
             self.budget = budget
             self.accounting = accounting
+            self.fallback = fallback
         }
     }
 
     /// Runs every job, as many at once as there are cores (each replay is independent), and
     /// returns their results in the jobs' order, `budgetBytes` set to each job's budget.
-    public static func runAll(_ trace: CacheTrace, _ jobs: [Job], sequences: Int = 1) throws(TraceFileError) -> [Result] {
+    public static func runAll(_ trace: CacheTrace, _ jobs: [Job], sequences: Int = 1, warmup: Int = 0) throws(TraceFileError) -> [Result] {
         final class Slots: @unchecked Sendable {
             var results: [Swift.Result<CacheReplay.Result, TraceFileError>?]
             init(_ n: Int) { results = Array(repeating: nil, count: n) }
@@ -190,7 +248,8 @@ public enum CacheReplay {
             let job = jobs[i]
             let r: Swift.Result<CacheReplay.Result, TraceFileError>
             do throws(TraceFileError) {
-                var one = try run(trace, policy: job.policy, accounting: job.accounting, sequences: sequences)
+                var one = try run(trace, policy: job.policy, accounting: job.accounting, sequences: sequences,
+                                  fallback: job.fallback, warmup: warmup)
                 one.budgetBytes = job.budget
                 r = .success(one)
             } catch {

@@ -19,6 +19,10 @@ public struct CacheTrace: Sendable {
         /// Per expert, whether the recording run found it resident (route_trace files); nil
         /// when the record does not say.
         public var recordedHits: [Bool]?
+        /// Per expert, the largest routing weight a token of the batch gave it (what decides
+        /// whether a missing expert may fall back to a low-precision copy); empty when the
+        /// record holds no weights.
+        public var weights: [Float] = []
 
         public init(layer: Int, experts: [Int], isDecode: Bool, tokens: Int, recordedHits: [Bool]? = nil) {
             self.layer = layer
@@ -46,6 +50,9 @@ public struct CacheTrace: Sendable {
     public var promptTokens: Int
     /// The same run token by token.
     public var routing: TokenRouting
+    /// Bytes of the weights outside the experts, where the record says (route_trace's
+    /// `dense_bytes`, summed over layers).
+    public var denseBytes: Int?
 
     public init(source: String, format: String, model: String, architecture: String, moeLayers: [Int], experts: Int,
                 expertsPerToken: Int, expertBytes: [Int: Int], batches: [Batch], decodedTokens: Int, promptTokens: Int,

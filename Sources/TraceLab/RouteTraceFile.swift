@@ -32,6 +32,7 @@ public enum RouteTraceFile {
         var model = "", architecture = ""
         var layerCount: Int?, expertCount: Int?, used: Int?
         var expertBytes: [Int: Int] = [:]
+        var denseBytes: [Int: Int] = [:]
         var index = 1
         // The preamble.
         while index < lines.count, lines[index].hasPrefix("#") {
@@ -45,6 +46,9 @@ public enum RouteTraceFile {
                     throw .malformed(path: path, line: lineNumber, detail: "layer \(layer) has no valid expert_bytes")
                 }
                 expertBytes[layer] = bytes
+                if let d = fields["dense_bytes"], let dense = Int(d), dense >= 0, dense <= TraceLimits.maxExpertBytes {
+                    denseBytes[layer] = dense
+                }
             } else if fields["n_layer"] != nil || fields["n_expert"] != nil {
                 model = fields["model"] ?? ""
                 architecture = fields["arch"] ?? ""
@@ -103,7 +107,7 @@ public enum RouteTraceFile {
             }
             let turn = try integer(0), phase = try integer(1), step = try integer(2), layer = try integer(3)
             let slot = try integer(4), expert = try integer(5), residency = try integer(7), bytes = try integer(8)
-            guard Double(cells[6].trimmingCharacters(in: .whitespaces))?.isFinite == true else {
+            guard let weight = Double(cells[6].trimmingCharacters(in: .whitespaces)), weight.isFinite else {
                 throw .malformed(path: path, line: lineNumber, detail: "weight '\(cells[6])' is not a number")
             }
             guard turn >= 0, step >= 0 else { throw .malformed(path: path, line: lineNumber, detail: "turn and step must be ≥ 0") }
@@ -165,12 +169,18 @@ public enum RouteTraceFile {
             if seen[b].insert(expert).inserted {
                 batches[b].experts.append(expert)
                 batches[b].recordedHits!.append(residency != 0)
-            } else if let at = batches[b].experts.lastIndex(of: expert), at != batches[b].experts.count - 1 {
+                batches[b].weights.append(Float(weight))
+            } else if let at = batches[b].experts.lastIndex(of: expert) {
+                let w = max(batches[b].weights[at], Float(weight))
+                batches[b].weights[at] = w
                 // A repeat refreshes the entry's recency: the batch lists experts by last use,
                 // so a replay's order of events within the batch leaves recency as the
                 // recording engine had it (the lookup and its outcome stay the first row's).
-                batches[b].experts.append(batches[b].experts.remove(at: at))
-                batches[b].recordedHits!.append(batches[b].recordedHits!.remove(at: at))
+                if at != batches[b].experts.count - 1 {
+                    batches[b].experts.append(batches[b].experts.remove(at: at))
+                    batches[b].recordedHits!.append(batches[b].recordedHits!.remove(at: at))
+                    batches[b].weights.append(batches[b].weights.remove(at: at))
+                }
             }
         }
         guard !batches.isEmpty else { throw .invalid(path: path, detail: "no routing rows") }
@@ -185,9 +195,11 @@ public enum RouteTraceFile {
                 routing.experts += routed[t * layerCount + layer] ?? Array(repeating: -1, count: used)
             }
         }
-        return CacheTrace(source: path, format: "route_trace v1", model: model, architecture: architecture, moeLayers: layers,
-                          experts: expertCount, expertsPerToken: used, expertBytes: expertBytes.filter { usedLayers.contains($0.key) },
-                          batches: batches, decodedTokens: decodeSteps.count, promptTokens: promptSteps.count, routing: routing)
+        var trace = CacheTrace(source: path, format: "route_trace v1", model: model, architecture: architecture, moeLayers: layers,
+                               experts: expertCount, expertsPerToken: used, expertBytes: expertBytes.filter { usedLayers.contains($0.key) },
+                               batches: batches, decodedTokens: decodeSteps.count, promptTokens: promptSteps.count, routing: routing)
+        if !denseBytes.isEmpty { trace.denseBytes = denseBytes.values.reduce(0, +) }
+        return trace
     }
 
     /// `key=value` pairs separated by spaces (a value runs to the next space).

@@ -81,7 +81,15 @@ extension CacheTrace {
                 open[r.layer] = b
                 batches.append(Batch(layer: r.layer, experts: [], isDecode: false, tokens: 1))
             }
-            for e in r.experts where seen[r.layer, default: []].insert(e).inserted { batches[b].experts.append(e) }
+            for (slot, e) in r.experts.enumerated() {
+                let w = slot < r.weights.count ? r.weights[slot] : 0
+                if seen[r.layer, default: []].insert(e).inserted {
+                    batches[b].experts.append(e)
+                    batches[b].weights.append(w)
+                } else if let at = batches[b].experts.firstIndex(of: e) {
+                    batches[b].weights[at] = max(batches[b].weights[at], w)
+                }
+            }
         }
         if currentBatch >= 0 { close() }
         guard !batches.isEmpty else { throw .invalid(path: path, detail: "the record holds no routing") }

@@ -9,7 +9,7 @@ struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trace",
         abstract: "Study routing records written with --record-routing.",
-        subcommands: [ReplayCommand.self, StatsCommand.self, ReportCommand.self, RoutingRecallCommand.self])
+        subcommands: [ReplayCommand.self, StatsCommand.self, ReportCommand.self, TuneCommand.self, RoutingRecallCommand.self])
 }
 
 struct RoutingRecallCommand: ParsableCommand {

@@ -43,10 +43,25 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Sequences the run decoded together (what `auto` resolves with; default 1).")
     var sequences: Int = 1
 
+    @Option(name: .customLong("fallback-threshold"),
+            help: "Precision fallback as --fallback-threshold runs it, with -m a pack holding low-precision copies.")
+    var fallbackThreshold: Float?
+
+    @Option(name: .customLong("fallback-share"), help: "Share of the budget for low-precision copies with --fallback-threshold.")
+    var fallbackShare: Double = 0.4
+
+    @Option(help: "Decoded tokens that fill the cache before counting starts (moe bench's warm-up: its -n).")
+    var warmup: Int = 0
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
     func validate() throws {
+        guard warmup >= 0 else { throw ValidationError("--warmup must be ≥ 0") }
+        if let fallbackThreshold, !(fallbackThreshold >= 0 && fallbackThreshold.isFinite) {
+            throw ValidationError("--fallback-threshold must be a routing weight ≥ 0")
+        }
+        guard fallbackShare > 0 && fallbackShare < 1 else { throw ValidationError("--fallback-share must be between 0 and 1") }
         if let diskGBps, !(diskGBps > 0 && diskGBps.isFinite) { throw ValidationError("--disk-gbps must be a positive number") }
         if let computeMs, !(computeMs >= 0 && computeMs.isFinite) { throw ValidationError("--compute-ms must be a number ≥ 0") }
         guard sequences >= 1 else { throw ValidationError("--sequences must be ≥ 1") }
@@ -88,10 +103,19 @@ struct ReplayCommand: ParsableCommand {
             if let sizes, b < sizes.budget.minimum {
                 throw ValidationError("--budget \(formatBytes(b)) is below the pool's minimum of \(formatBytes(sizes.budget.minimum)) for this model")
             }
-            let accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
-            jobs += policyList.map { CacheReplay.Job(policy: $0, budget: b, accounting: accounting) }
+            var accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
+            var fallback: CacheReplay.Fallback?
+            if let threshold = fallbackThreshold {
+                guard let sizes, let copies = sizes.lowPrecision.first else {
+                    throw ValidationError("--fallback-threshold needs -m, a pack with low-precision copies (moe pack --low-precision)")
+                }
+                let classes = sizes.budget.withCopies(slotBytes: copies.slotBytes).slotClasses(budget: b, fallbackShare: fallbackShare)
+                accounting = .slots(classes[0].count)
+                fallback = CacheReplay.Fallback(threshold: threshold, slots: classes[1].count, copyBytes: copies.slotBytes)
+            }
+            jobs += policyList.map { CacheReplay.Job(policy: $0, budget: b, accounting: accounting, fallback: fallback) }
         }
-        let results = try runReporting { try CacheReplay.runAll(trace, jobs, sequences: sequences) }
+        let results = try runReporting { try CacheReplay.runAll(trace, jobs, sequences: sequences, warmup: warmup) }
         var disk = diskGBps.map { $0 * 1e9 }
         var compute = computeMs.map { $0 / 1000 }
         var measured: DecodeCost?
@@ -109,6 +133,7 @@ struct ReplayCommand: ParsableCommand {
                     "decode_lookups": r.decodeLookups, "decode_hits": r.decodeHits, "decode_hit_rate": r.decodeHitRate,
                     "bytes_read": r.bytesRead, "bytes_read_per_token": r.bytesReadPerToken,
                 ]
+                if fallbackThreshold != nil { o["low_precision_uses"] = r.lowPrecisionUses }
                 if let disk, let compute { o["tokens_per_second"] = r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute) }
                 rows.append(o)
             }

@@ -76,3 +76,60 @@ struct TraceReplayCLITests {
         #expect(bad.status == 1 && bad.stderr.contains("line 5: expert 9 is out of range (n_expert 2)"), "\(bad.stderr)")
     }
 }
+
+/// The replay against the runtime where fallback and warm-up come in.
+@Suite("moe trace replay with fallback and warm-up")
+struct TraceReplayFallbackCLITests {
+    private let cli = CLITests()
+
+    private func temporaryFile(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("moe-cli-\(UUID().uuidString)-\(name)").path
+    }
+
+    static let pack: String = {
+        let cli = CLITests()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moe-cli-\(UUID().uuidString)-tiny.pack.gguf").path
+        let r = try! cli.run(["pack", cli.model("tiny-qwen3moe.q8_0.gguf"), path, "--low-precision", "q4_0"])
+        precondition(r.status == 0, r.stderr)
+        return path
+    }()
+
+    @Test("with a pack's copies: the hits and the copies used are the runtime's for every policy",
+          arguments: ["lru", "lfu", "arc", "fate", "hobbit"], ["3M", "6M"])
+    func fallback(policy: String, budget: String) throws {
+        let record = temporaryFile("fb.jsonl")
+        defer { try? FileManager.default.removeItem(atPath: record) }
+        let r = try cli.run(["generate", "-m", Self.pack, "-p", "The history of the world in a few words", "-n", "24", "--temp", "0",
+                             "--expert-memory", budget, "--expert-policy", policy, "--prefetch", "none", "--io-backend", "pread",
+                             "--fallback-threshold", "0.3", "--fallback-share", "0.3", "--stats", "--record-routing", record])
+        #expect(r.status == 0, "\(r.stderr)")
+        let hits = try #require(r.stderr.firstMatch(of: /hit rate [0-9.]+% \((\d+) of (\d+) lookups\)/), "\(r.stderr)")
+        let low = try #require(r.stderr.firstMatch(of: /(\d+) of \d+ expert uses from low-precision copies/), "\(r.stderr)")
+        let replay = try cli.run(["trace", "replay", record, "-m", Self.pack, "--budget", budget, "--policy", policy,
+                                  "--fallback-threshold", "0.3", "--fallback-share", "0.3", "--disk-gbps", "1", "--compute-ms", "1", "--json"])
+        #expect(replay.status == 0, "\(replay.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(replay.stdout.utf8)) as? [String: Any])
+        let row = try #require((o["results"] as? [[String: Any]])?.first)
+        #expect(row["hits"] as? Int == Int(hits.1)! && row["lookups"] as? Int == Int(hits.2)!, "\(row)")
+        #expect(row["low_precision_uses"] as? Int == Int(low.1)!, "\(row)")
+    }
+
+    @Test("moe bench's figures (its timed runs, after the warm-up) are the replay's with --warmup its -n")
+    func warmup() throws {
+        let record = temporaryFile("bench.jsonl")
+        defer { try? FileManager.default.removeItem(atPath: record) }
+        let model = cli.model("tiny-qwen3moe.q8_0.gguf")
+        let b = try cli.run(["bench", "-m", model, "-p", "0", "-n", "16", "-r", "2", "--expert-memory", "3M", "--expert-policy", "lfu",
+                             "--prefetch", "none", "--io-backend", "pread", "--record-routing", record, "--json"])
+        #expect(b.status == 0, "\(b.stderr)")
+        let bench = try #require(try JSONSerialization.jsonObject(with: Data(b.stdout.utf8)) as? [String: Any])
+        let replay = try cli.run(["trace", "replay", record, "-m", model, "--budget", "3M", "--policy", "lfu", "--warmup", "16",
+                                  "--disk-gbps", "1", "--compute-ms", "1", "--json"])
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(replay.stdout.utf8)) as? [String: Any])
+        let row = try #require((o["results"] as? [[String: Any]])?.first)
+        #expect(row["decode_lookups"] as? Int == 2 * 16 * 3 * 4, "2 timed runs × 16 tokens × 3 layers × 4 experts")
+        let rate = try #require(bench["expert_hit_rate"] as? Double)
+        #expect(abs((row["decode_hit_rate"] as? Double ?? -1) - rate) < 0.00006, "\(row) against \(rate)")
+        #expect(abs((row["bytes_read_per_token"] as? Double ?? -1) - Double(bench["expert_bytes_read_per_token"] as? Int ?? -1)) < 1)
+    }
+}

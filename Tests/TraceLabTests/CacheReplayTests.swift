@@ -108,8 +108,13 @@ struct RouteTraceErrorTests {
             """).utf8), path: "t.csv")
         #expect(t.batches.count == 3)
         // Expert 1 is used again by the second token: listed by last use.
-        #expect(t.batches[0] == CacheTrace.Batch(layer: 0, experts: [2, 1, 3], isDecode: false, tokens: 2,
-                                                 recordedHits: [false, false, false]))
+        var prompt = CacheTrace.Batch(layer: 0, experts: [2, 1, 3], isDecode: false, tokens: 2, recordedHits: [false, false, false])
+        prompt.weights = [0.4, 0.7, 0.3]  // expert 1's largest weight, from the second token
+        #expect(t.batches[0] == prompt)
+        // Token by token: the prompt's two tokens, then the decoded one, in one sequence.
+        #expect(t.routing.count == 3 && t.routing.streams == 1 && t.routing.isDecode == [false, false, true])
+        #expect(Array(t.routing.experts(token: 1, column: 0)) == [1, 3] && Array(t.routing.experts(token: 2, column: 1)) == [2, 3])
+        #expect(t.denseBytes == 2)
         #expect(t.batches[1].experts == [1, 0] && t.batches[1].isDecode && t.batches[1].recordedHits == [true, false])
         #expect(t.decodedTokens == 1 && t.promptTokens == 2)
     }
@@ -130,6 +135,7 @@ struct RouteTraceErrorTests {
         (preamble + "0,0,0,0,7,1,0.5,0,100\n", "line 6: slot 7 is out of range"),
         (preamble + "0,0,0,0,0,1,0.5,0,99999999999999999\n", "line 6: expert_bytes 99999999999999999 is out of range"),
         (preamble, "no routing rows"),
+        (preamble + "0,0,0,0,0,1,0.5,0,100\n0,0,0,0,0,2,0.5,0,100\n", "line 7: slot 0 of step 0 at layer 0 appears twice"),
     ]
 
     @Test("each bad file gets an error naming the line and the problem", arguments: badFiles)
