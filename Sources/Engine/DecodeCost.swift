@@ -23,20 +23,21 @@ public struct DecodeCost: Sendable {
     public var bytesPerToken: Double
     public var expertMemory: Int
 
-    /// Decodes `tokens` random tokens (after a warm-up) with the experts in a pool of
-    /// `expertMemory` bytes, one sequence, no read-ahead (the replay's model: a token waits
-    /// for its reads).
+    /// Decodes `tokens` random tokens three times (after a warm-up; the median run counts)
+    /// with the experts in a pool of
+    /// `expertMemory` bytes, one sequence, with `prefetch` (none: the replay's model, a token
+    /// waits for its reads; gate: what read-ahead's own work adds to the computation).
     public static func measure(modelPath: String, expertMemory: Int, tokens: Int = 24, threads: Int? = nil,
-                               policy: String = ExpertPolicies.defaultName) throws(RuntimeError) -> DecodeCost {
+                               policy: String = ExpertPolicies.defaultName, prefetch: PrefetchMode = .none) throws(RuntimeError) -> DecodeCost {
         var configuration = RuntimeConfiguration(modelPath: modelPath)
         configuration.offload.expertMemory = expertMemory
         configuration.offload.policy = policy
-        configuration.offload.prefetch = .none
+        configuration.offload.prefetch = prefetch
         configuration.statistics = true
         configuration.threads = threads
         configuration.contextLength = max(tokens + 8, 64)
         let runtime = try Runtime.load(configuration)
-        let result = try runtime.benchmark(BenchmarkPlan(promptTokens: 0, generatedTokens: tokens, runs: 1))
+        let result = try runtime.benchmark(BenchmarkPlan(promptTokens: 0, generatedTokens: tokens, runs: 3))
         guard let rate = result.decodeMedian, rate > 0, let stats = result.expertStatistics, stats.tokens > 0 else {
             throw .nothingToMeasure("'\(modelPath)' decoded nothing to measure (is it a MoE model?)")
         }

@@ -20,6 +20,9 @@ public enum Tuner {
         public var policies: [String]
         /// The cross-layer gate's recall on the record (k predicted of k), for `--prefetch gate`.
         public var gateRecall: Double?
+        /// Compute per token with `--prefetch gate` (the gate's router and its corrections
+        /// cost time of their own); `computeSeconds` when not measured.
+        public var gateComputeSeconds: Double?
         /// Bytes the read-ahead corrections' maps take from the pool with `--prefetch gate`.
         public var gateCorrectionBytes = 0
         /// A pack's first low-precision copies: their type and slot bytes, for fallback.
@@ -65,7 +68,7 @@ public enum Tuner {
     /// What the prediction leaves out, for the user to weigh.
     public static let omissions = [
         "compute is the same for every candidate (a low-precision copy computes faster than measured; fallback's accuracy cost is not counted)",
-        "read-ahead is modelled from the gate's recall on this record: predicted reads overlap the layer before, wrong ones cost disk time; the corrections learned online are not modelled",
+        "read-ahead is modelled from the gate's recall on this record (predicted reads overlap the layer before, wrong ones cost disk time) and its compute as measured with it; the corrections it learns online and the slots its wrong reads take are not",
         "reads and compute do not overlap without read-ahead (a token waits for its reads), and the disk figure is the one measured here",
         "the record's routing stands for the workload: another prompt or sampling routes differently",
     ]
@@ -116,7 +119,8 @@ public enum Tuner {
             let disk = request.diskBytesPerSecond, compute = request.computeSeconds
             let seconds: Double
             if s.prefetch == "gate", let recall = request.gateRecall {
-                seconds = max(bytes * (2 - recall) / disk, compute + (1 - recall) * bytes / disk)
+                let gateCompute = request.gateComputeSeconds ?? compute
+                seconds = max(bytes * (2 - recall) / disk, gateCompute + (1 - recall) * bytes / disk)
             } else {
                 seconds = bytes / disk + compute
             }

@@ -40,12 +40,12 @@ struct TraceInput {
 extension DecodeCost {
     /// Measures `model` on this machine at `budget` (the model's smallest useful budget when
     /// nil: a quarter of its experts), saying on stderr what it found.
-    static func measureForTrace(model: String, budget: Int?) throws -> DecodeCost {
+    static func measureForTrace(model: String, budget: Int?, prefetch: PrefetchMode = .none) throws -> DecodeCost {
         let sizes = try runReporting { try ModelExpertSizes(modelPath: model) }
         let all = sizes.expertBytes.values.reduce(0, +) * sizes.expertsPerLayer
         let b = max(budget ?? all / 4, sizes.budget.minimum)
-        FileHandle.standardError.write(Data("measuring \(model) on this machine (48 tokens, --expert-memory \(formatBytes(b)), no read-ahead)...\n".utf8))
-        let cost = try runReporting { try DecodeCost.measure(modelPath: model, expertMemory: b, tokens: 48) }
+        FileHandle.standardError.write(Data("measuring \(model) on this machine (3 × 32 tokens, --expert-memory \(formatBytes(b)), \(prefetch == .none ? "no read-ahead" : "--prefetch \(prefetch.rawValue)"))...\n".utf8))
+        let cost = try runReporting { try DecodeCost.measure(modelPath: model, expertMemory: b, tokens: 32, prefetch: prefetch) }
         FileHandle.standardError.write(Data(String(
             format: "measured: %.2f ms compute per token, expert reads at %.2f GB/s as decoding waits for them (%.2f GB/s while outstanding%@; the run: %.1f tokens/s, %.1f%% hits, %@ read per token)\n",
             1000 * cost.computeSeconds, cost.diskBytesPerSecond / 1e9, cost.readBytesPerSecond / 1e9,

@@ -99,6 +99,9 @@ struct TuneCommand: ParsableCommand {
         request.copies = input.sizes?.lowPrecision.first
         request.gateCorrectionBytes = input.sizes?.correctionBytesPerDistance ?? 0
         request.gateRecall = Self.decodeGateRecall(trace.routing)
+        if let model, computeMs == nil, request.gateRecall != nil {
+            request.gateComputeSeconds = try DecodeCost.measureForTrace(model: model, budget: nil, prefetch: .gate).computeSeconds
+        }
         request.warmup = warmup
         let plan = try runReporting { try Tuner.plan(trace, request) }
         let copyType = request.copies?.name
@@ -124,6 +127,7 @@ struct TuneCommand: ParsableCommand {
                 "split": ["dense_bytes": dense, "kv_bytes": kv, "reserve_bytes": request.reserveBytes, "process_bytes": baseline,
                           "expert_pool_bytes": request.poolBytes],
                 "disk_bytes_per_second": disk, "compute_ms_per_token": 1000 * compute,
+                "gate_compute_ms_per_token": request.gateComputeSeconds.map { 1000 * $0 } ?? NSNull(),
                 "candidates": plan.candidates.map(row), "best": row(best), "flags": flags, "leaves_out": Tuner.omissions,
             ]
             if let r = request.gateRecall { object["gate_recall"] = r }
@@ -135,7 +139,9 @@ struct TuneCommand: ParsableCommand {
         print("\(formatBytes(limit)) for \(trace.model.isEmpty ? file : trace.model): weights outside the experts \(formatBytes(dense)), "
               + "KV \(formatBytes(kv))\(input.sizes != nil ? " (\(context.map { "\($0)" } ?? "default") positions)" : kvMemory == nil ? " (not in the record: --kv-memory)" : ""), "
               + "reserve \(formatBytes(request.reserveBytes)), this process \(formatBytes(baseline)): expert pool \(formatBytes(request.poolBytes))")
-        print(String(format: "prediction from %.2f ms compute per token and expert reads at %.2f GB/s", 1000 * compute, disk / 1e9)
+        print(String(format: "prediction from %.2f ms compute per token", 1000 * compute)
+              + (request.gateComputeSeconds.map { String(format: " (%.2f with --prefetch gate)", 1000 * $0) } ?? "")
+              + String(format: " and expert reads at %.2f GB/s", disk / 1e9)
               + (request.gateRecall.map { String(format: "; the gate foresaw %.1f%% of decode lookups", 100 * $0) } ?? "; no gate predictions in the record")
               + (copyType.map { "; fallback copies: \($0)" } ?? "; no low-precision copies (a pack made with --low-precision has them)"))
         func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
