@@ -69,7 +69,7 @@ public protocol ExpertCachePolicy: AnyObject {
 /// The policies `--expert-policy` offers.
 public enum ExpertPolicies {
     public static var all: [any ExpertCachePolicy.Type] {
-        [LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self]
+        [LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self, CyclePolicy.self]
     }
     public static var names: [String] { all.map { $0.name } }
     /// `auto`: ARC, except without precision fallback when the pool holds fewer experts than
