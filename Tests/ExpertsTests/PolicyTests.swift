@@ -74,7 +74,7 @@ struct PolicyTests {
         #expect(ExpertPolicies.defaultName == "auto")
     }
 
-    @Test("auto is ARC, or Fate without fallback when the pool holds fewer than a token's experts of every layer")
+    @Test("auto is Cycle, or ARC with precision fallback, whatever the pool holds")
     func automatic() {
         // 4 MoE layers x 2 experts per token: 8 slots hold a token's experts of every layer.
         func context(_ capacity: Int, low: Int = 0) -> PolicyContext {
@@ -83,18 +83,16 @@ struct PolicyTests {
             c.lowPrecisionCapacity = low
             return c
         }
-        #expect(ExpertPolicies.resolve("auto", context: context(8)) == "arc")
-        #expect(ExpertPolicies.resolve("auto", context: context(7)) == "fate")
+        #expect(ExpertPolicies.resolve("auto", context: context(8)) == "cycle")
+        #expect(ExpertPolicies.resolve("auto", context: context(7)) == "cycle")
         #expect(ExpertPolicies.resolve("auto", context: context(7, low: 3)) == "arc")  // with fallback
+        #expect(ExpertPolicies.resolve("auto", context: context(64, low: 3)) == "arc")
         #expect(ExpertPolicies.resolve("lru", context: context(2)) == "lru")
-        // Four sequences decoding together route up to 8 of 16 experts per layer: 32 in all.
         var four = context(20)
         four.sequences = 4
-        #expect(ExpertPolicies.resolve("auto", context: four) == "fate")
-        four.capacity = 32
-        #expect(ExpertPolicies.resolve("auto", context: four) == "arc")
-        #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "fate")
-        #expect(type(of: ExpertPolicies.make("auto", context: context(64))!).name == "arc")
+        #expect(ExpertPolicies.resolve("auto", context: four) == "cycle")
+        #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "cycle")
+        #expect(type(of: ExpertPolicies.make("auto", context: context(64, low: 3))!).name == "arc")
     }
 
     @Test("LRU evicts the least recently used")
