@@ -167,7 +167,7 @@ struct OffloadingOptions: ParsableArguments {
     var expertMemory: String?
 
     @Option(name: .customLong("expert-policy"),
-            help: "Expert cache policy: auto (the default: arc, or fate without fallback when the pool holds fewer experts than a token uses over all MoE layers), \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
+            help: "Expert cache policy: auto (the default: cycle, or arc with precision fallback), \(ExpertPolicies.all.map { "\($0.name) (\($0.summary))" }.joined(separator: ", ")).")
     var policy = ExpertPolicyName(ExpertPolicies.defaultName)
 
     @Option(name: .customLong("numa-node"), help: "NUMA node for the expert pool (default: the node of the compute CPUs).")

@@ -12,7 +12,7 @@ struct TraceReplayCLITests {
     }
 
     @Test("replaying a recorded offloaded run with its policy and budget gives the hits its --stats counted",
-          arguments: ["lru", "lfu", "arc", "fate", "hobbit"], ["2M", "5M"])
+          arguments: ["lru", "lfu", "arc", "fate", "hobbit", "cycle"], ["2M", "5M"])
     func reproducesTheRuntimesHits(policy: String, budget: String) throws {
         let file = temporaryFile("routing.jsonl")
         defer { try? FileManager.default.removeItem(atPath: file) }

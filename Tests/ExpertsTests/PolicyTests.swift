@@ -67,14 +67,14 @@ struct PolicyTests {
         #expect(sim.policy.victim(for: key(0, 99)) { $0 == onlyOne } == onlyOne)
     }
 
-    @Test("the registry knows five policies by their flag names")
+    @Test("the registry knows six policies by their flag names")
     func registry() {
-        #expect(ExpertPolicies.names == ["lru", "lfu", "arc", "fate", "hobbit"])
-        #expect(ExpertPolicies.choices == ["auto", "lru", "lfu", "arc", "fate", "hobbit"])
+        #expect(ExpertPolicies.names == ["lru", "lfu", "arc", "fate", "hobbit", "cycle"])
+        #expect(ExpertPolicies.choices == ["auto", "lru", "lfu", "arc", "fate", "hobbit", "cycle"])
         #expect(ExpertPolicies.defaultName == "auto")
     }
 
-    @Test("auto is ARC, or Fate without fallback when the pool holds fewer than a token's experts of every layer")
+    @Test("auto is Cycle, or ARC with precision fallback, whatever the pool holds")
     func automatic() {
         // 4 MoE layers x 2 experts per token: 8 slots hold a token's experts of every layer.
         func context(_ capacity: Int, low: Int = 0) -> PolicyContext {
@@ -83,18 +83,16 @@ struct PolicyTests {
             c.lowPrecisionCapacity = low
             return c
         }
-        #expect(ExpertPolicies.resolve("auto", context: context(8)) == "arc")
-        #expect(ExpertPolicies.resolve("auto", context: context(7)) == "fate")
+        #expect(ExpertPolicies.resolve("auto", context: context(8)) == "cycle")
+        #expect(ExpertPolicies.resolve("auto", context: context(7)) == "cycle")
         #expect(ExpertPolicies.resolve("auto", context: context(7, low: 3)) == "arc")  // with fallback
+        #expect(ExpertPolicies.resolve("auto", context: context(64, low: 3)) == "arc")
         #expect(ExpertPolicies.resolve("lru", context: context(2)) == "lru")
-        // Four sequences decoding together route up to 8 of 16 experts per layer: 32 in all.
         var four = context(20)
         four.sequences = 4
-        #expect(ExpertPolicies.resolve("auto", context: four) == "fate")
-        four.capacity = 32
-        #expect(ExpertPolicies.resolve("auto", context: four) == "arc")
-        #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "fate")
-        #expect(type(of: ExpertPolicies.make("auto", context: context(64))!).name == "arc")
+        #expect(ExpertPolicies.resolve("auto", context: four) == "cycle")
+        #expect(type(of: ExpertPolicies.make("auto", context: context(7))!).name == "cycle")
+        #expect(type(of: ExpertPolicies.make("auto", context: context(64, low: 3))!).name == "arc")
     }
 
     @Test("LRU evicts the least recently used")
@@ -228,5 +226,76 @@ struct PolicyTests {
         sim.request([key(0, 7)])  // token 1
         sim.request([key(2, 5)])  // layer 3 runs next, layer 1 only in the next token
         #expect(sim.resident == [key(3, 0), key(0, 7), key(2, 5)])
+    }
+
+    @Test("below one cycle, Cycle keeps a stable part of the loop resident where LRU and ARC thrash")
+    func cycleBelowOneLoop() {
+        // Every token routes the same 2 experts in each of 4 layers: a loop of 8, in 6 slots.
+        func run(_ name: String) -> Int {
+            let sim = PoolSimulator(name, capacity: 6, layers: 4, experts: 16)
+            for _ in 0..<50 {
+                for layer in 0..<4 { sim.request([key(layer, 2 * layer), key(layer, 2 * layer + 1)]) }
+            }
+            return sim.hits
+        }
+        #expect(run("lru") == 0)
+        #expect(run("arc") == 0)
+        // Each token misses the 2 that do not fit and evicts 2 of the layers just computed:
+        // 4 of 8 hit in steady state at the least.
+        let cycle = run("cycle")
+        #expect(cycle >= 49 * 4, "cycle \(cycle) hits of 400")
+    }
+
+    @Test("Cycle evicts, of experts used alike, the one whose layer comes round last: the layer just computed")
+    func cycleDistance() {
+        let sim = PoolSimulator("cycle", capacity: 3, layers: 4)
+        sim.request([key(1, 0)])  // token 0
+        sim.request([key(2, 0)])
+        sim.request([key(3, 0)])
+        sim.request([key(0, 7)])  // token 1: layer 0, then 1, 2, 3 run next; layer 3 is furthest
+        #expect(sim.resident == [key(1, 0), key(2, 0), key(0, 7)])
+        // Layer 1 runs again and misses: its expert of the last token, not picked by this
+        // one, waits a whole cycle and decays; layer 2's is needed next.
+        sim.request([key(1, 5)])
+        #expect(sim.resident == [key(2, 0), key(0, 7), key(1, 5)])
+    }
+
+    @Test("Cycle keeps an expert used by most tokens over one used once, wherever their layers are")
+    func cycleFrequency() {
+        let sim = PoolSimulator("cycle", capacity: 5, layers: 4)
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<40 {
+            for layer in 0..<4 {
+                // Layer 3's expert 0 every token; the rest spread over 15 experts.
+                let other = 1 + Int(rng.next() % 15)
+                sim.request(layer == 3 ? [key(3, 0), key(3, other)] : [key(layer, other)])
+            }
+        }
+        #expect(sim.resident.contains(key(3, 0)))
+        #expect(sim.hits >= 39, "\(sim.hits) hits")
+    }
+
+    @Test("Cycle takes keys outside the model's shape and copies without trouble, each class against itself")
+    func cycleOddKeys() {
+        var context = PolicyContext(capacity: 8, layerCount: 4, expertLayers: [1, 3], expertsPerLayer: 4,
+                                    expertsPerToken: 1, bytesPerPrecision: [1000, 300])
+        context.lowPrecisionCapacity = 2
+        let policy = CyclePolicy(context: context)
+        let keys = [key(1, 0), key(3, 2), key(0, 1), key(7, 9), key(-2, 1), key(1, -5), key(3, 99), key(1, 0, 1), key(3, 1, 2)]
+        for k in keys { policy.didMiss(k); policy.didInsert(k) }
+        for k in keys { policy.didHit(k) }
+        policy.didHit(key(1, 0))
+        var full = Set(keys.filter { $0.precision == 0 })
+        while let v = policy.victim(for: key(1, 3), isEvictable: { full.contains($0) }) {
+            #expect(v.precision == 0 && full.contains(v))
+            full.remove(v)
+            policy.didRemove(v)
+        }
+        #expect(full.isEmpty)
+        // A copy evicts a copy, never a full-precision expert, and the other way round.
+        #expect(policy.victim(for: key(1, 2, 1)) { _ in true }?.precision ?? 0 > 0)
+        policy.didInsert(key(1, 3))
+        #expect(policy.victim(for: key(1, 2)) { _ in true } == key(1, 3))
+        policy.didRemove(key(9, 9))  // never inserted
     }
 }

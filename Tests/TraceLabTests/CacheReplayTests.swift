@@ -73,6 +73,36 @@ struct SharedTraceReplayTests {
     }
 }
 
+/// The cycle policy against the figures published for the shared trace (decode-only hit
+/// rates, the route_trace accounting): the best online policy published, LRU everywhere, and
+/// half of Belady's optimum below one token's cycle.
+@Suite("the cycle policy on the shared route_trace file")
+struct CyclePolicyTargetTests {
+    func decodeRate(_ policy: String, _ mib: Int) throws -> Double {
+        100 * (try CacheReplay.run(SharedTraceReplayTests.trace, policy: policy,
+                                   accounting: .bytesAfterBatch(budget: mib * SharedTraceReplayTests.MiB))).decodeHitRate
+    }
+
+    @Test("above the best published online policy at 4000 MiB (84.3%) and above LFU at 3000 MiB")
+    func bestPublished() throws {
+        #expect(try decodeRate("cycle", 4000) > 84.3)
+        let cycle = try decodeRate("cycle", 3000), lfu = try decodeRate("lfu", 3000)
+        #expect(cycle > lfu, "3000 MiB: cycle \(cycle)%, lfu \(lfu)%")
+    }
+
+    @Test("never below LRU, 300 to 6000 MiB", arguments: Array(stride(from: 300, through: 6000, by: 300)))
+    func neverBelowLRU(mib: Int) throws {
+        let cycle = try decodeRate("cycle", mib), lru = try decodeRate("lru", mib)
+        #expect(cycle >= lru, "\(mib) MiB: cycle \(cycle)%, lru \(lru)%")
+    }
+
+    @Test("at least half of Belady's hit rate below one token's cycle", arguments: [300, 400, 500, 600])
+    func halfOfBelady(mib: Int) throws {
+        let cycle = try decodeRate("cycle", mib), belady = try decodeRate("belady", mib)
+        #expect(cycle >= belady / 2, "\(mib) MiB: cycle \(cycle)%, belady \(belady)%")
+    }
+}
+
 @Suite("route_trace files that are not right")
 struct RouteTraceErrorTests {
     static let preamble = """

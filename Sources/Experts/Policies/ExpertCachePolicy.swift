@@ -69,18 +69,17 @@ public protocol ExpertCachePolicy: AnyObject {
 /// The policies `--expert-policy` offers.
 public enum ExpertPolicies {
     public static var all: [any ExpertCachePolicy.Type] {
-        [LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self]
+        [LRUPolicy.self, LFUPolicy.self, ARCPolicy.self, FatePolicy.self, HobbitPolicy.self, CyclePolicy.self]
     }
     public static var names: [String] { all.map { $0.name } }
-    /// `auto`: ARC, except without precision fallback when the pool holds fewer experts than
-    /// one decoding step uses over all MoE layers (k per layer for one sequence, up to N·k
-    /// for N decoding together): Fate there. Decoding visits the layers in a loop;
-    /// when a loop's experts do not fit, recency (ARC, LRU) evicts exactly the experts the
-    /// next token needs first (benchmark MoE at `--expert-memory 128M`: 0% hits, 5.1
-    /// tokens/s), while Fate's per-layer quotas keep a stable part resident (40%, 9.4). Above
-    /// that ARC's hit rate is as good or slightly better (91.6% against 90.5% at 480M), and
-    /// with fallback's small copies in the second class ARC was faster at 128M too (Q2_K
-    /// copies: 18.1 against 16.1 tokens/s).
+    /// `auto`: Cycle without precision fallback, ARC with it. Decoding visits the layers in a
+    /// loop; when a loop's experts do not fit, recency (ARC, LRU) evicts exactly the experts
+    /// the next token needs first, and Cycle, which ranks by the expected next use over that
+    /// loop, keeps a stable, popular part resident, more of it than Fate's quotas; above one
+    /// loop it hit more than ARC on real routing and on the default model, less on the
+    /// benchmark model's repetitive output just above one loop (docs/offloading.md, cache
+    /// policies). With fallback's small copies ARC was measured faster than Fate, and Cycle
+    /// has not been measured there, so ARC stays.
     public static let automaticName = "auto"
     public static let defaultName = automaticName
     /// What `--expert-policy` accepts: `auto` and every policy's name.
@@ -89,9 +88,7 @@ public enum ExpertPolicies {
     /// The policy `name` stands for in `context` (`auto` resolved; others as they are).
     public static func resolve(_ name: String, context: PolicyContext) -> String {
         guard name == automaticName else { return name }
-        let perLayer = min(context.expertsPerLayer, context.expertsPerToken * max(context.sequences, 1))
-        let loop = perLayer * context.expertLayers.count
-        return context.lowPrecisionCapacity == 0 && context.capacity < loop ? FatePolicy.name : ARCPolicy.name
+        return context.lowPrecisionCapacity == 0 ? CyclePolicy.name : ARCPolicy.name
     }
 
     public static func make(_ name: String, context: PolicyContext) -> (any ExpertCachePolicy)? {
