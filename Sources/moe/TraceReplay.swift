@@ -156,13 +156,13 @@ struct ReplayCommand: ParsableCommand {
               + "\(trace.promptTokens) prompt and \(trace.decodedTokens) decoded tokens; one token's experts over all layers: \(formatBytes(trace.oneTokenCycleBytes))")
         if let sizes { print("budgets as --expert-memory: slots of \(formatBytes(sizes.budget.slotBytes)) for \(model ?? "")") }
         func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
-        var head = cell("budget", 10) + cell("policy", 12)
+        var head = cell("budget", 10) + cell("policy", 15)
         if !decodeOnly { head += cell("hit rate", 10) + cell("lookups", 10) + cell("hits", 10) }
         head += cell("decode hit", 12) + cell("read", 12) + cell("read/token", 12)
         if disk != nil && compute != nil { head += cell("tok/s", 9) }
         print(head)
         for r in results {
-            var line = cell(formatBytes(r.budgetBytes), 10) + cell(r.policy, 12)
+            var line = cell(formatBytes(r.budgetBytes), 10) + cell(r.policy, 15)
             if !decodeOnly {
                 line += cell(String(format: "%.1f%%", 100 * r.hitRate), 10) + cell(String(r.lookups), 10) + cell(String(r.hits), 10)
             }
