@@ -4,11 +4,11 @@
 # that cap (../shared/tools/memlimit) with the same workload, and prints predicted against
 # measured decode tokens/s. Release build; needs root for memlimit.
 #
-#   tools/bench-tune.sh [--model FILE] [--memory 800M] [--candidates 6] [--rounds 2] [-n 64]
+#   tools/bench-tune.sh [--model FILE] [--memory 800M] [--candidates 6] [--rounds 3] [-n 64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
-model=.build-bench/bench-qwen3moe.q8_0.gguf memory=800M candidates=6 rounds=2 tokens=64
+model=.build-bench/bench-qwen3moe.q8_0.gguf memory=800M candidates=6 rounds=3 tokens=64
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift 2 ;;
@@ -47,15 +47,19 @@ PY
 echo "model $model, memory $memory, $(date -u +%F), $(git rev-parse --short HEAD)"
 python3 -c "import json,sys; o=json.load(open(sys.argv[1])); s=o['split']; print('split:', ', '.join('%s %.1f MiB' % (k, v / 1048576) for k, v in s.items()), '| compute %.2f ms, disk %.2f GB/s' % (o['compute_ms_per_token'], o['disk_bytes_per_second'] / 1e9))" "$work/tune.json"
 printf "%-72s %10s %10s %10s %10s %8s\n" flags predicted measured "hit pred" "hit meas" ratio
-while IFS=$'\t' read -r predicted hit flags; do
-  rates=() hits=()
-  for _ in $(seq "$rounds"); do
-    out=$(../shared/tools/memlimit "$memory" $moe bench -m "$model" -p 0 -n "$tokens" -r 3 $flags --json 2>/dev/null)
-    rates+=("$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tokens_per_second"])')")
-    hits+=("$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("expert_hit_rate", 0))')")
+# Rounds interleave the candidates, so the machine's drift spreads over all of them.
+mapfile -t lines < "$work/picked"
+for round in $(seq "$rounds"); do
+  for i in "${!lines[@]}"; do
+    IFS=$'\t' read -r _ _ flags <<< "${lines[$i]}"
+    ../shared/tools/memlimit "$memory" $moe bench -m "$model" -p 0 -n "$tokens" -r 3 $flags --json 2>/dev/null \
+      | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["decode_tokens_per_second"], o.get("expert_hit_rate", 0))' >> "$work/measured.$i"
   done
-  measured=$(printf "%s\n" "${rates[@]}" | median)
-  mhit=$(printf "%s\n" "${hits[@]}" | median)
+done
+for i in "${!lines[@]}"; do
+  IFS=$'\t' read -r predicted hit flags <<< "${lines[$i]}"
+  measured=$(cut -d' ' -f1 "$work/measured.$i" | median)
+  mhit=$(cut -d' ' -f2 "$work/measured.$i" | median)
   printf "%-72s %10s %10s %9.1f%% %9.1f%% %8.2f\n" "$flags" "$predicted" "$measured" "$(python3 -c "print(100*$hit)")" \
     "$(python3 -c "print(100*$mhit)")" "$(python3 -c "print($measured/$predicted)")"
-done < "$work/picked"
+done
