@@ -27,8 +27,10 @@ struct TraceTuneCLITests {
         #expect(split["dense_bytes"]! + split["kv_bytes"]! + split["reserve_bytes"]! + split["process_bytes"]! + split["expert_pool_bytes"]!
                 == 100 << 20)
         let candidates = try #require(o["candidates"] as? [[String: Any]])
-        // 5 policies × (none, gate) × (off + 3 thresholds × 2 shares).
-        #expect(candidates.count == 5 * 2 * 7)
+        // Every policy × (none, gate) × (off + 3 thresholds × 2 shares).
+        let policies = Set(candidates.compactMap { $0["policy"] as? String })
+        #expect(policies.isSuperset(of: ["lru", "lfu", "arc", "fate", "hobbit", "cycle"]))
+        #expect(candidates.count == policies.count * 2 * 7)
         let speeds = candidates.compactMap { $0["predicted_tokens_per_second"] as? Double }
         #expect(speeds == speeds.sorted(by: >))
         #expect(Set(candidates.compactMap { $0["prefetch"] as? String }) == ["none", "gate"])
