@@ -4,11 +4,11 @@ import Foundation
 import Trace
 import TraceLab
 
-/// `moe trace ...`: tools that read routing records (`--record-routing`).
+/// `moe trace ...`: the expert-caching lab over recorded routing (`--record-routing` records, route_trace files).
 struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trace",
-        abstract: "Study routing records written with --record-routing.",
+        abstract: "The expert-caching lab: replay, statistics, report and tuning over recorded routing (--record-routing records, route_trace files).",
         subcommands: [ReplayCommand.self, StatsCommand.self, ReportCommand.self, TuneCommand.self, RoutingRecallCommand.self])
 }
 
