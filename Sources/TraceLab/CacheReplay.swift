@@ -221,6 +221,17 @@ public enum CacheReplay {
         return result
     }
 
+    /// What `--expert-memory bytes` gives this runtime's pool, as the replay accounts it:
+    /// full-precision slots, or with fallback (`threshold`, `share` of the budget, copies of
+    /// `copySlotBytes`) the two classes of slots `ExpertBudget` divides it into.
+    public static func poolAccounting(_ budget: ExpertBudget, bytes: Int,
+                                      fallback: (threshold: Float, share: Double, copySlotBytes: Int)? = nil) -> (Accounting, Fallback?) {
+        guard let fallback else { return (.slots(budget.slotClasses(budget: bytes, fallbackShare: 0)[0].count), nil) }
+        let classes = budget.withCopies(slotBytes: fallback.copySlotBytes).slotClasses(budget: bytes, fallbackShare: fallback.share)
+        return (.slots(classes[0].count),
+                Fallback(threshold: fallback.threshold, slots: classes[1].count, copyBytes: fallback.copySlotBytes))
+    }
+
     /// One replay to run: a policy at a budget, with what the budget means.
     public struct Job: Sendable {
         public var policy: String

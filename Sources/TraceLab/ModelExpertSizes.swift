@@ -50,11 +50,6 @@ public struct ModelExpertSizes: Sendable {
         }
     }
 
-    /// The slots `--expert-memory bytes` gives the pool (no fallback, no read-ahead maps).
-    public func slots(budget bytes: Int) -> Int {
-        budget.slotClasses(budget: bytes, fallbackShare: 0)[0].count
-    }
-
     /// The KV pool the runtime reserves for one sequence of `context` positions (the model's
     /// own context up to the default limit when nil), F16 blocks as the default.
     public func kvBytes(context: Int?, sequences: Int = 1, type: KVType = .f16) -> Int {

@@ -81,7 +81,7 @@ public enum Tuner {
                            + "(weights outside the experts \(formatBytes(request.denseBytes)), KV \(formatBytes(request.kvBytes)), "
                            + "reserve and process \(formatBytes(request.reserveBytes + request.baselineBytes))), below the pool's minimum of \(formatBytes(minimum))")
         }
-        struct Setting: Sendable { var policy: String; var prefetch: String; var threshold: Float?; var share: Double? }
+        struct Setting { var policy: String; var prefetch: String; var threshold: Float?; var share: Double? }
         var settings: [Setting] = []
         let prefetchModes = ["none"] + (request.gateRecall != nil ? ["gate"] : [])
         let k = Float(max(trace.expertsPerToken, 1))
@@ -96,27 +96,23 @@ public enum Tuner {
             }
         }
         // Each setting's pool: read-ahead's maps come out of it; fallback splits it in two.
-        @Sendable func replay(_ s: Setting) throws(TraceFileError) -> Candidate {
+        let jobs = settings.map { s -> CacheReplay.Job in
             var budget = pool
             if s.prefetch == "gate", pool - request.gateCorrectionBytes >= minimum { budget -= request.gateCorrectionBytes }
-            let accounting: CacheReplay.Accounting
-            var fallback: CacheReplay.Fallback?
-            if let b = request.budget {
-                if let threshold = s.threshold, let share = s.share, let copies = request.copies {
-                    let classes = b.withCopies(slotBytes: copies.slotBytes).slotClasses(budget: budget, fallbackShare: share)
-                    accounting = .slots(classes[0].count)
-                    fallback = CacheReplay.Fallback(threshold: threshold, slots: classes[1].count, copyBytes: copies.slotBytes)
-                } else {
-                    accounting = .slots(b.slotClasses(budget: budget, fallbackShare: 0)[0].count)
-                }
-            } else {
-                accounting = .bytesAfterBatch(budget: budget)
+            guard let b = request.budget else {
+                return CacheReplay.Job(policy: s.policy, budget: budget, accounting: .bytesAfterBatch(budget: budget))
             }
-            var r = try CacheReplay.run(trace, policy: s.policy, accounting: accounting, sequences: request.sequences, fallback: fallback,
-                                      warmup: request.warmup)
-            r.budgetBytes = budget
+            var fallback: (threshold: Float, share: Double, copySlotBytes: Int)?
+            if let threshold = s.threshold, let share = s.share, let copies = request.copies {
+                fallback = (threshold, share, copies.slotBytes)
+            }
+            let (accounting, copies) = CacheReplay.poolAccounting(b, bytes: budget, fallback: fallback)
+            return CacheReplay.Job(policy: s.policy, budget: budget, accounting: accounting, fallback: copies)
+        }
+        let results = try CacheReplay.runAll(trace, jobs, sequences: request.sequences, warmup: request.warmup)
+        let disk = request.diskBytesPerSecond, compute = request.computeSeconds
+        let candidates = zip(settings, results).map { s, r -> Candidate in
             let bytes = r.bytesReadPerToken
-            let disk = request.diskBytesPerSecond, compute = request.computeSeconds
             let seconds: Double
             if s.prefetch == "gate", let recall = request.gateRecall {
                 let gateCompute = request.gateComputeSeconds ?? compute
@@ -127,25 +123,7 @@ public enum Tuner {
             return Candidate(policy: s.policy, prefetch: s.prefetch, fallbackThreshold: s.threshold, fallbackShare: s.share,
                              expertMemory: pool, result: r, tokensPerSecond: seconds > 0 ? 1 / seconds : 0)
         }
-        final class Box: @unchecked Sendable {
-            var out: [Candidate?]
-            var failure: TraceFileError?
-            init(_ n: Int) { out = Array(repeating: nil, count: n) }
-        }
-        let all = settings
-        let box = Box(all.count)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: all.count) { i in
-            do throws(TraceFileError) {
-                let c = try replay(all[i])
-                lock.lock(); box.out[i] = c; lock.unlock()
-            } catch {
-                lock.lock(); box.failure = error; lock.unlock()
-            }
-        }
-        if let failure = box.failure { throw failure }
-        let ranked = box.out.compactMap { $0 }.sorted { $0.tokensPerSecond > $1.tokensPerSecond }
-        return Plan(request: request, candidates: ranked)
+        return Plan(request: request, candidates: candidates.sorted { $0.tokensPerSecond > $1.tokensPerSecond })
     }
 
     /// The flags that run `candidate` (`--expert-memory` is the whole pool: the runtime takes

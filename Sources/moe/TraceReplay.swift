@@ -103,16 +103,15 @@ struct ReplayCommand: ParsableCommand {
             if let sizes, b < sizes.budget.minimum {
                 throw ValidationError("--budget \(formatBytes(b)) is below the pool's minimum of \(formatBytes(sizes.budget.minimum)) for this model")
             }
-            var accounting: CacheReplay.Accounting = sizes.map { .slots($0.slots(budget: b)) } ?? .bytesAfterBatch(budget: b)
-            var fallback: CacheReplay.Fallback?
+            var copies: (threshold: Float, share: Double, copySlotBytes: Int)?
             if let threshold = fallbackThreshold {
-                guard let sizes, let copies = sizes.lowPrecision.first else {
+                guard let c = sizes?.lowPrecision.first else {
                     throw ValidationError("--fallback-threshold needs -m, a pack with low-precision copies (moe pack --low-precision)")
                 }
-                let classes = sizes.budget.withCopies(slotBytes: copies.slotBytes).slotClasses(budget: b, fallbackShare: fallbackShare)
-                accounting = .slots(classes[0].count)
-                fallback = CacheReplay.Fallback(threshold: threshold, slots: classes[1].count, copyBytes: copies.slotBytes)
+                copies = (threshold, fallbackShare, c.slotBytes)
             }
+            let (accounting, fallback) = sizes.map { CacheReplay.poolAccounting($0.budget, bytes: b, fallback: copies) }
+                ?? (.bytesAfterBatch(budget: b), nil)
             jobs += policyList.map { CacheReplay.Job(policy: $0, budget: b, accounting: accounting, fallback: fallback) }
         }
         let results = try runReporting { try CacheReplay.runAll(trace, jobs, sequences: sequences, warmup: warmup) }

@@ -53,7 +53,7 @@ struct ReportCommand: ParsableCommand {
         for file in files {
             let input = try TraceInput(file: file, model: model, needSizes: true)
             if let sizes = input.sizes {
-                inputs.append(TraceReport.Input(trace: input.trace, minimumBudget: sizes.budget.minimum) { .slots(sizes.slots(budget: $0)) })
+                inputs.append(TraceReport.Input(trace: input.trace, minimumBudget: sizes.budget.minimum) { CacheReplay.poolAccounting(sizes.budget, bytes: $0).0 })
             } else {
                 inputs.append(TraceReport.Input(trace: input.trace) { .bytesAfterBatch(budget: $0) })
             }
