@@ -12,8 +12,6 @@ struct TraceInput {
     /// The model's expert sizes and slot arithmetic, for this runtime's records given `-m`.
     var sizes: ModelExpertSizes?
 
-    var hasSizes: Bool { !trace.expertBytes.isEmpty }
-
     init(file: String, model: String?, needSizes: Bool) throws {
         // The first bytes tell the formats apart; the reader then reads the file once.
         let isRouteTrace = FileHandle(forReadingAtPath: file).map { handle in
@@ -52,5 +50,34 @@ extension DecodeCost {
             cost.probedBytesPerSecond.map { String(format: ", device probe %.2f GB/s", $0 / 1e9) } ?? "",
             cost.tokensPerSecond, 100 * cost.hitRate, formatBytes(Int(cost.bytesPerToken))).utf8))
         return cost
+    }
+}
+
+/// `--disk-gbps` and `--compute-ms`, which turn bytes read per token into tokens/s; with `-m`
+/// whichever is not given is measured on this machine.
+struct DecodeCostOptions: ParsableArguments {
+    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) for predicted tokens/s (measured with -m when not given).")
+    var diskGBps: Double?
+
+    @Option(name: .customLong("compute-ms"), help: "Compute per decoded token (ms) for predicted tokens/s (measured with -m when not given).")
+    var computeMs: Double?
+
+    func validate() throws {
+        if let diskGBps, !(diskGBps > 0 && diskGBps.isFinite) { throw ValidationError("--disk-gbps must be a positive number") }
+        if let computeMs, !(computeMs >= 0 && computeMs.isFinite) { throw ValidationError("--compute-ms must be a number ≥ 0") }
+    }
+
+    /// Disk bytes per second and compute seconds per token as given, the missing ones
+    /// measured on `model` at `budget` (see `DecodeCost.measureForTrace`); nil where neither.
+    func resolve(model: String?, budget: Int?) throws -> (disk: Double?, compute: Double?, measured: DecodeCost?) {
+        var disk = diskGBps.map { $0 * 1e9 }, compute = computeMs.map { $0 / 1000 }
+        var measured: DecodeCost?
+        if let model, disk == nil || compute == nil {
+            let cost = try DecodeCost.measureForTrace(model: model, budget: budget)
+            measured = cost
+            disk = disk ?? cost.diskBytesPerSecond
+            compute = compute ?? cost.computeSeconds
+        }
+        return (disk, compute, measured)
     }
 }

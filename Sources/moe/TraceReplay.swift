@@ -34,11 +34,8 @@ struct ReplayCommand: ParsableCommand {
     @Flag(name: .customLong("decode-only"), help: "Show decode lookups only (prompt batches still fill the cache).")
     var decodeOnly = false
 
-    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) for the predicted decode tokens/s (measured with -m when not given).")
-    var diskGBps: Double?
+    @OptionGroup var cost: DecodeCostOptions
 
-    @Option(name: .customLong("compute-ms"), help: "Compute time per decoded token (ms) for the predicted tokens/s (measured with -m when not given).")
-    var computeMs: Double?
 
     @Option(help: "Sequences the run decoded together (what `auto` resolves with; default 1).")
     var sequences: Int = 1
@@ -62,8 +59,6 @@ struct ReplayCommand: ParsableCommand {
             throw ValidationError("--fallback-threshold must be a routing weight ≥ 0")
         }
         guard fallbackShare > 0 && fallbackShare < 1 else { throw ValidationError("--fallback-share must be between 0 and 1") }
-        if let diskGBps, !(diskGBps > 0 && diskGBps.isFinite) { throw ValidationError("--disk-gbps must be a positive number") }
-        if let computeMs, !(computeMs >= 0 && computeMs.isFinite) { throw ValidationError("--compute-ms must be a number ≥ 0") }
         guard sequences >= 1 else { throw ValidationError("--sequences must be ≥ 1") }
         _ = try budgets()
         _ = try policies()
@@ -115,15 +110,7 @@ struct ReplayCommand: ParsableCommand {
             jobs += policyList.map { CacheReplay.Job(policy: $0, budget: b, accounting: accounting, fallback: fallback) }
         }
         let results = try runReporting { try CacheReplay.runAll(trace, jobs, sequences: sequences, warmup: warmup) }
-        var disk = diskGBps.map { $0 * 1e9 }
-        var compute = computeMs.map { $0 / 1000 }
-        var measured: DecodeCost?
-        if let model, disk == nil || compute == nil {
-            let cost = try DecodeCost.measureForTrace(model: model, budget: sizes != nil ? budgetList.min() : nil)
-            measured = cost
-            disk = disk ?? cost.diskBytesPerSecond
-            compute = compute ?? cost.computeSeconds
-        }
+        let (disk, compute, measured) = try cost.resolve(model: model, budget: sizes != nil ? budgetList.min() : nil)
         if json {
             var rows: [[String: Any]] = []
             for r in results {

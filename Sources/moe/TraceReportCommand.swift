@@ -31,19 +31,14 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Policies, comma separated (default: every policy and belady).")
     var policy: String?
 
-    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) for predicted tokens/s.")
-    var diskGBps: Double?
+    @OptionGroup var cost: DecodeCostOptions
 
-    @Option(name: .customLong("compute-ms"), help: "Compute per decoded token (ms) for predicted tokens/s.")
-    var computeMs: Double?
 
     @Option(help: "The page's heading.")
     var title: String = "moe trace report"
 
     func validate() throws {
         guard !files.isEmpty else { throw ValidationError("give at least one trace file") }
-        if let diskGBps, !(diskGBps > 0 && diskGBps.isFinite) { throw ValidationError("--disk-gbps must be a positive number") }
-        if let computeMs, !(computeMs >= 0 && computeMs.isFinite) { throw ValidationError("--compute-ms must be a number ≥ 0") }
         _ = try ReplayCommand.parseBudgets(budget)
         _ = try ReplayCommand.parsePolicies(policy)
     }
@@ -58,16 +53,11 @@ struct ReportCommand: ParsableCommand {
                 inputs.append(TraceReport.Input(trace: input.trace) { .bytesAfterBatch(budget: $0) })
             }
         }
-        var disk = diskGBps.map { $0 * 1e9 }, compute = computeMs.map { $0 / 1000 }
-        if let model, disk == nil || compute == nil {
-            let cost = try DecodeCost.measureForTrace(model: model, budget: nil)
-            disk = disk ?? cost.diskBytesPerSecond
-            compute = compute ?? cost.computeSeconds
-        }
-        let cost = disk.flatMap { d in compute.map { (disk: d, compute: $0) } }
+        let (disk, compute, _) = try cost.resolve(model: model, budget: nil)
+        let known = disk.flatMap { d in compute.map { (disk: d, compute: $0) } }
         let report = try runReporting {
             try TraceReport.build(inputs, budgets: try? ReplayCommand.parseBudgets(budget), policies: try ReplayCommand.parsePolicies(policy),
-                                  cost: cost)
+                                  cost: known)
         }
         let page = report.html(title: title)
         do {

@@ -38,11 +38,8 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Policies, comma separated (default: every policy).")
     var policy: String?
 
-    @Option(name: .customLong("disk-gbps"), help: "Disk read bandwidth (GB/s) instead of measuring it with -m.")
-    var diskGBps: Double?
+    @OptionGroup var cost: DecodeCostOptions
 
-    @Option(name: .customLong("compute-ms"), help: "Compute per decoded token (ms) instead of measuring it with -m.")
-    var computeMs: Double?
 
     @Option(help: "Candidates to list (best first).")
     var top: Int = 12
@@ -57,8 +54,6 @@ struct TuneCommand: ParsableCommand {
         guard warmup >= 0 else { throw ValidationError("--warmup must be ≥ 0") }
         _ = try byteCountFlag(memory, flag: "--memory", example: "800M, 2G", allowZero: false)
         if let kvMemory { _ = try byteCountFlag(kvMemory, flag: "--kv-memory", example: "64M", allowZero: true) }
-        if let diskGBps, !(diskGBps > 0 && diskGBps.isFinite) { throw ValidationError("--disk-gbps must be a positive number") }
-        if let computeMs, !(computeMs >= 0 && computeMs.isFinite) { throw ValidationError("--compute-ms must be a number ≥ 0") }
         if let context, context < 1 { throw ValidationError("--ctx must be ≥ 1") }
         guard top >= 1 else { throw ValidationError("--top must be ≥ 1") }
         _ = try ReplayCommand.parsePolicies(policy)
@@ -71,15 +66,8 @@ struct TuneCommand: ParsableCommand {
         let input = try TraceInput(file: file, model: model, needSizes: true)
         let trace = input.trace
         let policies = try ReplayCommand.parsePolicies(policy).filter { $0 != CacheReplay.beladyName }
-        var disk = diskGBps.map { $0 * 1e9 }, compute = computeMs.map { $0 / 1000 }
-        var measured: DecodeCost?
-        if let model, disk == nil || compute == nil {
-            let cost = try DecodeCost.measureForTrace(model: model, budget: nil)
-            measured = cost
-            disk = disk ?? cost.diskBytesPerSecond
-            compute = compute ?? cost.computeSeconds
-        }
-        guard let disk, let compute else {
+        let (givenDisk, givenCompute, measured) = try cost.resolve(model: model, budget: nil)
+        guard let disk = givenDisk, let compute = givenCompute else {
             throw ValidationError("give -m MODEL to measure this machine, or both --disk-gbps and --compute-ms")
         }
         let dense: Int, kv: Int
@@ -99,7 +87,7 @@ struct TuneCommand: ParsableCommand {
         request.copies = input.sizes?.lowPrecision.first
         request.gateCorrectionBytes = input.sizes?.correctionBytesPerDistance ?? 0
         request.gateRecall = Self.decodeGateRecall(trace.routing)
-        if let model, computeMs == nil, request.gateRecall != nil {
+        if let model, cost.computeMs == nil, request.gateRecall != nil {
             request.gateComputeSeconds = try DecodeCost.measureForTrace(model: model, budget: nil, prefetch: .gate).computeSeconds
         }
         request.warmup = warmup
