@@ -220,8 +220,3 @@ private func format1(_ v: Double) -> String { "\((v * 10).rounded() / 10)" }
 private func quote(_ s: String) -> String {
     "\"" + s.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") + "\""
 }
-
-private extension String {
-    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
-    func padded(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
-}

@@ -80,11 +80,10 @@ struct RoutingRecallCommand: ParsableCommand {
             print("nothing to measure: no layer has a cross-layer prediction")
             return
         }
-        func cell(_ s: String, _ width: Int = 8) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
-        func percent(_ x: Double) -> String { cell(String(format: "%.1f%%", 100 * x)) }
-        print(cell("layer", 5) + cell("gate") + cell("path") + r.weights.map { cell(String(format: "a=%.2f", $0)) }.joined())
+        func percent(_ x: Double) -> String { String(format: "%.1f%%", 100 * x).leftPad(8) }
+        print("layer".leftPad(5) + "gate".leftPad(8) + "path".leftPad(8) + r.weights.map { String(format: "a=%.2f", $0).leftPad(8) }.joined())
         func line(_ label: String, _ x: RoutingRecall.Row) {
-            print(cell(label, 5) + percent(x.gate) + percent(x.path) + x.combined.map(percent).joined())
+            print(label.leftPad(5) + percent(x.gate) + percent(x.path) + x.combined.map(percent).joined())
         }
         for row in r.layers { line(String(row.layer!), row) }
         line("all", r.overall)

@@ -141,21 +141,20 @@ struct ReplayCommand: ParsableCommand {
         print("\(file) (\(trace.format)): \(trace.architecture), \(trace.moeLayers.count) MoE layers × \(trace.experts) experts, top \(trace.expertsPerToken); "
               + "\(trace.promptTokens) prompt and \(trace.decodedTokens) decoded tokens; one token's experts over all layers: \(formatBytes(trace.oneTokenCycleBytes))")
         if let sizes { print("budgets as --expert-memory: slots of \(formatBytes(sizes.budget.slotBytes)) for \(model ?? "")") }
-        func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
-        var head = cell("budget", 10) + cell("policy", 15)
-        if !decodeOnly { head += cell("hit rate", 10) + cell("lookups", 10) + cell("hits", 10) }
-        head += cell("decode hit", 12) + cell("read", 12) + cell("read/token", 12)
-        if disk != nil && compute != nil { head += cell("tok/s", 9) }
+        var head = "budget".leftPad(10) + "policy".leftPad(15)
+        if !decodeOnly { head += "hit rate".leftPad(10) + "lookups".leftPad(10) + "hits".leftPad(10) }
+        head += "decode hit".leftPad(12) + "read".leftPad(12) + "read/token".leftPad(12)
+        if disk != nil && compute != nil { head += "tok/s".leftPad(9) }
         print(head)
         for r in results {
-            var line = cell(formatBytes(r.budgetBytes), 10) + cell(r.policy, 15)
+            var line = formatBytes(r.budgetBytes).leftPad(10) + r.policy.leftPad(15)
             if !decodeOnly {
-                line += cell(String(format: "%.1f%%", 100 * r.hitRate), 10) + cell(String(r.lookups), 10) + cell(String(r.hits), 10)
+                line += String(format: "%.1f%%", 100 * r.hitRate).leftPad(10) + String(r.lookups).leftPad(10) + String(r.hits).leftPad(10)
             }
-            line += cell(String(format: "%.1f%%", 100 * r.decodeHitRate), 12) + cell(formatBytes(r.bytesRead), 12)
-                + cell(formatBytes(Int(r.bytesReadPerToken)), 12)
+            line += String(format: "%.1f%%", 100 * r.decodeHitRate).leftPad(12) + formatBytes(r.bytesRead).leftPad(12)
+                + formatBytes(Int(r.bytesReadPerToken)).leftPad(12)
             if let disk, let compute {
-                line += cell(String(format: "%.2f", r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute)), 9)
+                line += String(format: "%.2f", r.tokensPerSecond(diskBytesPerSecond: disk, computeSeconds: compute)).leftPad(9)
             }
             print(line)
         }

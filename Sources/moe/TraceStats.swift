@@ -74,29 +74,28 @@ struct StatsCommand: ParsableCommand {
         if json { return try printJSON(stats, trace: trace) }
         print("\(file) (\(trace.format)): \(trace.architecture), \(trace.moeLayers.count) MoE layers × \(trace.experts) experts, top \(k); "
               + "\(stats.tokens) \(decodeOnly ? "decoded " : "")tokens in \(stats.streams) sequence\(stats.streams == 1 ? "" : "s")")
-        func cell(_ s: String, _ width: Int = 8) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
-        func pct(_ s: RoutingStats.Share) -> String { cell(s.value.map { String(format: "%.1f%%", 100 * $0) } ?? "-") }
+        func pct(_ s: RoutingStats.Share) -> String { (s.value.map { String(format: "%.1f%%", 100 * $0) } ?? "-").leftPad(8) }
         let rows = stats.layers + [stats.overall]
-        func label(_ r: RoutingStats.Row) -> String { cell(r.layer.map(String.init) ?? "all", 5) }
+        func label(_ r: RoutingStats.Row) -> String { (r.layer.map(String.init) ?? "all").leftPad(5) }
         let hasGate = stats.overall.gateRecall.whole > 0
 
         print("\nuse: distinct experts, share of the c most used (top c), static hot list of h from the first half on the second (hot h)"
               + (hasGate ? ", cross-layer gate recall" : ""))
-        print(cell("layer", 5) + cell("distinct", 9) + options.topCounts.map { cell("top \($0)") }.joined()
-              + options.topCounts.map { cell("hot \($0)") }.joined() + (hasGate ? cell("gate") : ""))
+        print("layer".leftPad(5) + "distinct".leftPad(9) + options.topCounts.map { "top \($0)".leftPad(8) }.joined()
+              + options.topCounts.map { "hot \($0)".leftPad(8) }.joined() + (hasGate ? "gate".leftPad(8) : ""))
         for r in rows {
-            print(label(r) + cell(String(r.distinct), 9) + r.topShare.map(pct).joined() + r.hotListRecall.map(pct).joined()
+            print(label(r) + String(r.distinct).leftPad(9) + r.topShare.map(pct).joined() + r.hotListRecall.map(pct).joined()
                   + (hasGate ? pct(r.gateRecall) : ""))
         }
         print("\noverlap: share of a token's experts that one of the previous d tokens used")
-        print(cell("layer", 5) + (1...options.overlapDepth).map { cell("d=\($0)") }.joined())
+        print("layer".leftPad(5) + (1...options.overlapDepth).map { "d=\($0)".leftPad(8) }.joined())
         for r in rows { print(label(r) + r.overlap.map(pct).joined()) }
         print("\nSRP(m): share of a window of m tokens' uses that its best fixed group of \(k) experts covers")
-        print(cell("layer", 5) + options.segmentLengths.map { cell("m=\($0)") }.joined())
+        print("layer".leftPad(5) + options.segmentLengths.map { "m=\($0)".leftPad(8) }.joined())
         for r in rows { print(label(r) + r.srp.map(pct).joined()) }
         print("\nSCH(m, c), all layers: hit rate of a c-expert cache per layer that sees the next m tokens")
-        print(cell("m", 5) + options.cacheSizes.map { cell("c=\($0)") }.joined())
-        for (i, m) in options.segmentLengths.enumerated() { print(cell(String(m), 5) + stats.overall.sch[i].map(pct).joined()) }
+        print("m".leftPad(5) + options.cacheSizes.map { "c=\($0)".leftPad(8) }.joined())
+        for (i, m) in options.segmentLengths.enumerated() { print(String(m).leftPad(5) + stats.overall.sch[i].map(pct).joined()) }
         if !hasGate { print("\n(gate recall: the record holds no cross-layer predictions)") }
     }
 

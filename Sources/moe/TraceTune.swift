@@ -132,13 +132,12 @@ struct TuneCommand: ParsableCommand {
               + String(format: " and expert reads at %.2f GB/s", disk / 1e9)
               + (request.gateRecall.map { String(format: "; the gate foresaw %.1f%% of decode lookups", 100 * $0) } ?? "; no gate predictions in the record")
               + (copyType.map { "; fallback copies: \($0)" } ?? "; no low-precision copies (a pack made with --low-precision has them)"))
-        func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(width - s.count, 0)) + s }
-        print(cell("#", 3) + cell("policy", 8) + cell("prefetch", 10) + cell("fallback", 16) + cell("hit rate", 10) + cell("read/token", 12) + cell("tok/s", 9))
+        print("#".leftPad(3) + "policy".leftPad(8) + "prefetch".leftPad(10) + "fallback".leftPad(16) + "hit rate".leftPad(10) + "read/token".leftPad(12) + "tok/s".leftPad(9))
         for (i, c) in shown.enumerated() {
             let fb = c.fallbackThreshold.map { String(format: "%.3g, share %g", $0, c.fallbackShare ?? 0) } ?? "off"
-            print(cell(String(i + 1), 3) + cell(c.policy, 8) + cell(c.prefetch, 10) + cell(fb, 16)
-                  + cell(String(format: "%.1f%%", 100 * c.result.decodeHitRate), 10) + cell(formatBytes(Int(c.result.bytesReadPerToken)), 12)
-                  + cell(String(format: "%.2f", c.tokensPerSecond), 9))
+            print(String(i + 1).leftPad(3) + c.policy.leftPad(8) + c.prefetch.leftPad(10) + fb.leftPad(16)
+                  + String(format: "%.1f%%", 100 * c.result.decodeHitRate).leftPad(10) + formatBytes(Int(c.result.bytesReadPerToken)).leftPad(12)
+                  + String(format: "%.2f", c.tokensPerSecond).leftPad(9))
         }
         if plan.candidates.count > shown.count { print("   (\(plan.candidates.count - shown.count) more: --top \(plan.candidates.count))") }
         print("\nrun with: " + flags.joined(separator: " "))
