@@ -44,6 +44,9 @@ public enum CacheReplay {
         public var decodedTokens = 0
         /// Expert uses computed from a low-precision copy (with fallback), hits or reads.
         public var lowPrecisionUses = 0
+        /// Decode lookups and hits per MoE layer (index: the block index).
+        public var decodeLookupsByLayer: [Int] = []
+        public var decodeHitsByLayer: [Int] = []
 
         public var hitRate: Double { lookups == 0 ? 0 : Double(hits) / Double(lookups) }
         public var decodeHitRate: Double { decodeLookups == 0 ? 0 : Double(decodeHits) / Double(decodeLookups) }
@@ -101,6 +104,8 @@ public enum CacheReplay {
         var result = Result(policy: name == ExpertPolicies.automaticName ? "auto (\(ExpertPolicies.resolve(name, context: context)))" : name,
                             budgetBytes: budget)
         result.decodedTokens = max(trace.decodedTokens - warmup, 0)
+        result.decodeLookupsByLayer = Array(repeating: 0, count: (trace.moeLayers.max() ?? -1) + 1)
+        result.decodeHitsByLayer = result.decodeLookupsByLayer
         var state = CacheState(experts: trace.experts)
         var decoded = 0
         let firstLayer = trace.moeLayers.first ?? 0
@@ -214,6 +219,8 @@ public enum CacheReplay {
             if batch.isDecode {
                 result.decodeLookups += batch.experts.count
                 result.decodeHits += hits
+                result.decodeLookupsByLayer[batch.layer] += batch.experts.count
+                result.decodeHitsByLayer[batch.layer] += hits
             }
         }
         result.bytesRead -= bytesBefore

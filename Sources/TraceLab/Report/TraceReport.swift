@@ -45,29 +45,22 @@ public struct TraceReport {
         return picked.isEmpty ? [max(minimum, all / 2)] : picked
     }
 
-    public static func build(_ inputs: [Input], budgets: [Int]?, policies: [String], decodeOnly: Bool = true,
+    public static func build(_ inputs: [Input], budgets: [Int]?, policies: [String],
                              cost: (disk: Double, compute: Double)?) throws(TraceFileError) -> TraceReport {
         var sections: [Section] = []
         for input in inputs {
             let t = input.trace
             let list = budgets ?? defaultBudgets(t, minimum: input.minimumBudget)
-            let results = try CacheReplay.runAll(t, list.flatMap { b in
-                policies.map { CacheReplay.Job(policy: $0, budget: b, accounting: input.accounting(b)) }
-            })
+            let jobs = list.flatMap { b in policies.map { CacheReplay.Job(policy: $0, budget: b, accounting: input.accounting(b)) } }
+            let results = try CacheReplay.runAll(t, jobs)
             // Per layer at the budget nearest twice one token's cycle (where caching starts to pay).
             let target = Double(2 * t.oneTokenCycleBytes)
             let layerBudget = list.min { abs(log(Double($0) / target)) < abs(log(Double($1) / target)) } ?? list[0]
-            let column = Dictionary(uniqueKeysWithValues: t.moeLayers.enumerated().map { ($1, $0) })
             var layerRates: [String: [Double?]] = [:]
-            for p in policies {
-                var hits = [Int](repeating: 0, count: t.moeLayers.count), lookups = hits
-                _ = try CacheReplay.run(t, policy: p, accounting: input.accounting(layerBudget)) { b, h in
-                    let batch = t.batches[b]
-                    guard batch.isDecode || !decodeOnly, let c = column[batch.layer] else { return }
-                    hits[c] += h
-                    lookups[c] += batch.experts.count
+            for (r, job) in zip(results, jobs) where job.budget == layerBudget {
+                layerRates[job.policy] = t.moeLayers.map { l in
+                    r.decodeLookupsByLayer[l] > 0 ? Double(r.decodeHitsByLayer[l]) / Double(r.decodeLookupsByLayer[l]) : nil
                 }
-                layerRates[p] = zip(hits, lookups).map { $1 > 0 ? Double($0) / Double($1) : nil }
             }
             let k = t.expertsPerToken
             var options = RoutingStats.Options(topCounts: [k, 2 * k, 4 * k].map { min($0, t.experts) },
